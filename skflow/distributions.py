@@ -1,0 +1,128 @@
+"""Base distributions of flows, as torch modules with ``log_prob`` and ``sample``.
+
+Every distribution here is over vectors of ``n_features`` (or any event shape
+for :class:`StandardNormal`); ``log_prob`` sums over the event dimensions and
+returns shape ``(n_samples,)``.
+"""
+
+import math
+
+import torch
+from torch import nn
+
+from .transforms._base import soft_clamp, sum_except_batch
+from .transforms.autoregressive import MADE
+
+__all__ = ["StandardNormal", "DiagonalNormal", "GaussianMixture", "MADEMixture"]
+
+_LOG_2PI = math.log(2 * math.pi)
+
+
+def _normal_log_prob(x, loc, log_scale):
+    return -0.5 * ((x - loc) * torch.exp(-log_scale)) ** 2 - log_scale - 0.5 * _LOG_2PI
+
+
+class StandardNormal(nn.Module):
+    """Standard normal ``N(0, I)`` over events of shape ``event_shape``."""
+
+    def __init__(self, *event_shape):
+        super().__init__()
+        self.event_shape = tuple(event_shape)
+        self.register_buffer("_anchor", torch.zeros(()))  # follows .to(device/dtype)
+
+    def log_prob(self, z):
+        return sum_except_batch(-0.5 * z**2 - 0.5 * _LOG_2PI)
+
+    def sample(self, n_samples, generator=None):
+        a = self._anchor
+        return torch.randn(n_samples, *self.event_shape, generator=generator, device=a.device, dtype=a.dtype)
+
+
+class DiagonalNormal(StandardNormal):
+    """Gaussian with learned mean and diagonal log-scale."""
+
+    def __init__(self, n_features):
+        super().__init__(n_features)
+        self.loc = nn.Parameter(torch.zeros(n_features))
+        self.log_scale = nn.Parameter(torch.zeros(n_features))
+
+    def log_prob(self, z):
+        return _normal_log_prob(z, self.loc, self.log_scale).sum(dim=1)
+
+    def sample(self, n_samples, generator=None):
+        return self.loc + torch.exp(self.log_scale) * super().sample(n_samples, generator)
+
+
+class GaussianMixture(StandardNormal):
+    """Mixture of ``n_components`` diagonal Gaussians with learned parameters.
+
+    Means start spread around the origin (drawn from the global torch RNG, so
+    seed it for reproducibility), scales at one.
+    """
+
+    def __init__(self, n_features, n_components=10):
+        super().__init__(n_features)
+        self.logits = nn.Parameter(torch.zeros(n_components))
+        self.loc = nn.Parameter(torch.randn(n_components, n_features))
+        self.log_scale = nn.Parameter(torch.zeros(n_components, n_features))
+
+    def log_prob(self, z):
+        per_component = _normal_log_prob(z[:, None, :], self.loc, self.log_scale).sum(dim=2)
+        return torch.logsumexp(per_component + torch.log_softmax(self.logits, 0), dim=1)
+
+    def sample(self, n_samples, generator=None):
+        index = torch.multinomial(torch.softmax(self.logits, 0), n_samples, True, generator=generator)
+        eps = super().sample(n_samples, generator)
+        return self.loc[index] + torch.exp(self.log_scale[index]) * eps
+
+
+class MADEMixture(StandardNormal):
+    """Autoregressive mixture of Gaussians, ``p(x_i | x_<i)`` from a MADE (MADE MoG).
+
+    Parameters
+    ----------
+    n_features : int
+        Number of features.
+    n_components : int, default=10
+        Gaussian components per conditional.
+    hidden_features : tuple of int, default=(64, 64)
+        Hidden widths of the MADE.
+    order : tensor of shape (n_features,), default=None
+        Autoregressive order (natural if None).
+    max_log_scale : float, default=3.0
+        Bound on the components' log-scales.
+    """
+
+    def __init__(self, n_features, n_components=10, hidden_features=(64, 64), order=None, max_log_scale=3.0):
+        super().__init__(n_features)
+        self.n_components = n_components
+        self.made = MADE(n_features, 3 * n_components, hidden_features, order)
+        self.max_log_scale = max_log_scale
+        # Spread the components' initial means so they do not start identical.
+        with torch.no_grad():
+            spread = torch.linspace(-1.5, 1.5, n_components) if n_components > 1 else torch.zeros(1)
+            bias = self.made.net[-1].bias.view(3, n_components, n_features)
+            bias[1] = spread[:, None]
+
+    def _parameters(self, x):
+        h = self.made(x).view(x.shape[0], 3, self.n_components, -1)
+        logits, loc, raw = h.unbind(dim=1)
+        return torch.log_softmax(logits, dim=1), loc, soft_clamp(raw, self.max_log_scale)
+
+    def log_prob(self, x):
+        log_weights, loc, log_scale = self._parameters(x)
+        per_component = _normal_log_prob(x[:, None, :], loc, log_scale) + log_weights
+        return torch.logsumexp(per_component, dim=1).sum(dim=1)
+
+    def sample(self, n_samples, generator=None):
+        eps = super().sample(n_samples, generator)
+        uniform = torch.rand(eps.shape, generator=generator, device=eps.device, dtype=eps.dtype)
+        x = torch.zeros_like(eps)
+        for i in torch.argsort(self.made.order).tolist():
+            log_weights, loc, log_scale = self._parameters(x)
+            cdf = torch.cumsum(torch.exp(log_weights[:, :, i]), dim=1)
+            k = torch.searchsorted(cdf, uniform[:, i : i + 1]).clamp_max(self.n_components - 1)
+            mu = loc[:, :, i].gather(1, k)[:, 0]
+            sigma = torch.exp(log_scale[:, :, i].gather(1, k)[:, 0])
+            x[:, i] = mu + sigma * eps[:, i]
+        return x

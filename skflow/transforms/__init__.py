@@ -1,0 +1,21 @@
+"""Bijective transforms. Each returns ``(output, log|det J|)`` in both directions."""
+
+from ._base import Compose, Inverse, Transform, soft_clamp
+from .autoregressive import MADE, MaskedAffineAutoregressive, MaskedLinear
+from .coupling import MLP, AffineCoupling, alternating_masks
+from .normalization import ActNorm, BatchNorm
+
+__all__ = [
+    "Transform",
+    "Compose",
+    "Inverse",
+    "soft_clamp",
+    "MaskedLinear",
+    "MADE",
+    "MaskedAffineAutoregressive",
+    "MLP",
+    "AffineCoupling",
+    "alternating_masks",
+    "BatchNorm",
+    "ActNorm",
+]
