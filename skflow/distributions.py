@@ -104,13 +104,13 @@ class MADEMixture(StandardNormal):
             bias = self.made.net[-1].bias.view(3, n_components, n_features)
             bias[1] = spread[:, None]
 
-    def _parameters(self, x):
+    def _mixture_params(self, x):
         h = self.made(x).view(x.shape[0], 3, self.n_components, -1)
         logits, loc, raw = h.unbind(dim=1)
         return torch.log_softmax(logits, dim=1), loc, soft_clamp(raw, self.max_log_scale)
 
     def log_prob(self, x):
-        log_weights, loc, log_scale = self._parameters(x)
+        log_weights, loc, log_scale = self._mixture_params(x)
         per_component = _normal_log_prob(x[:, None, :], loc, log_scale) + log_weights
         return torch.logsumexp(per_component, dim=1).sum(dim=1)
 
@@ -119,7 +119,7 @@ class MADEMixture(StandardNormal):
         uniform = torch.rand(eps.shape, generator=generator, device=eps.device, dtype=eps.dtype)
         x = torch.zeros_like(eps)
         for i in torch.argsort(self.made.order).tolist():
-            log_weights, loc, log_scale = self._parameters(x)
+            log_weights, loc, log_scale = self._mixture_params(x)
             cdf = torch.cumsum(torch.exp(log_weights[:, :, i]), dim=1)
             k = torch.searchsorted(cdf, uniform[:, i : i + 1]).clamp_max(self.n_components - 1)
             mu = loc[:, :, i].gather(1, k)[:, 0]
