@@ -1,0 +1,521 @@
+"""``TarFlowDensity``: the transformer autoregressive flow as a scikit-learn estimator.
+
+Works on images (patches as tokens) and on tabular rows (groups of features
+as tokens); learns ``p(x | y)`` with classifier-free guidance when fitted with
+class labels, and is then also a generative classifier.
+"""
+
+from numbers import Integral, Real
+
+import numpy as np
+import torch
+from scipy.special import logsumexp, softmax
+from sklearn.base import _fit_context
+from sklearn.utils import check_random_state
+from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils.metaestimators import available_if
+from sklearn.utils.validation import check_array, check_is_fitted, column_or_1d, validate_data
+from skorch.helper import predefined_split
+
+from ._preprocessing import Standardizer
+from ._training import BatchIterator, TensorDataset
+from .base import INFERENCE_BATCH, FlowDensity, _split_indices, resolve_device
+from .transforms.tarflow import TarFlow
+
+__all__ = ["TarFlowDensity"]
+
+#: Probability that a training label is replaced by the null class (classifier-free guidance).
+LABEL_DROPOUT = 0.1
+#: Bound on each block's log-scales.
+MAX_LOG_SCALE = 3.0
+#: Uniform dequantization draws averaged by ``score_samples`` when ``n_bins`` is set.
+DEQUANTIZATION_DRAWS = 4
+
+_POSITIVE_INT = [Interval(Integral, 1, None, closed="left")]
+
+
+class _AugmentedBatchIterator(BatchIterator):
+    """Training batches with Gaussian noise on X and label dropout on y."""
+
+    def __init__(self, dataset, batch_size, shuffle=False, noise_width=None, seed=0, noise_std=0.0, null_label=None):
+        super().__init__(dataset, batch_size, shuffle, noise_width, seed)
+        self.noise_std, self.null_label = noise_std, null_label
+
+    def __iter__(self):
+        for X, y in super().__iter__():
+            if self.noise_std > 0:
+                X = X + self.noise_std * torch.randn(X.shape, generator=self._rng(), device=X.device, dtype=X.dtype)
+            if y is not None and self.null_label is not None:
+                drop = torch.rand(y.shape, generator=self._rng(), device=y.device) < LABEL_DROPOUT
+                y = torch.where(drop, torch.full_like(y, self.null_label), y)
+            yield X, y
+
+
+class _BinScaler:
+    """Integers in ``[0, n_bins)`` to ``[-1, 1]``: ``z = (x + 1/2) * 2 / n_bins - 1``.
+
+    Same interface as :class:`skflow._preprocessing.Standardizer`; the bin
+    ``[k, k + 1)`` maps to a cell of width ``2 / n_bins``.
+    """
+
+    def __init__(self, n_bins):
+        self.n_bins = n_bins
+
+    def fit(self, X):
+        if np.any(X != np.round(X)) or X.min() < 0 or X.max() >= self.n_bins:
+            raise ValueError(f"With n_bins={self.n_bins}, X must hold integers in [0, {self.n_bins}).")
+        self.log_det_ = X.shape[1] * float(np.log(2.0 / self.n_bins))
+        self.noise_width = np.full(X.shape[1], 2.0 / self.n_bins)
+        return self
+
+    def transform(self, X):
+        return (X + 0.5) * (2.0 / self.n_bins) - 1.0
+
+    def inverse_transform(self, Z):
+        return np.clip(np.floor((Z + 1.0) * (self.n_bins / 2.0)), 0, self.n_bins - 1)
+
+
+class _GlobalScaler:
+    """One shift and one scale for all features (continuous images)."""
+
+    def fit(self, X):
+        self.mean_, scale = float(X.mean()), float(X.std())
+        self.scale_ = scale if scale > 0 else 1.0
+        self.log_det_ = -X.shape[1] * float(np.log(self.scale_))
+        self.noise_width = None
+        return self
+
+    def transform(self, X):
+        return (X - self.mean_) / self.scale_
+
+    def inverse_transform(self, Z):
+        return Z * self.scale_ + self.mean_
+
+
+def _is_conditional(estimator):
+    return getattr(estimator, "classes_", None) is not None
+
+
+class TarFlowDensity(FlowDensity):
+    """Transformer autoregressive flow density (TarFlow, Zhai et al. 2024).
+
+    The data are cut into a sequence of tokens: ``patch_size`` x
+    ``patch_size`` patches of images, or groups of ``patch_size`` consecutive
+    features of tabular rows. Each of ``n_blocks`` flow blocks is a causal
+    transformer (``n_layers`` layers of width ``channels``) that maps token
+    ``i`` to ``z_i = (x_i - mu_i) * exp(-alpha_i)`` with ``mu_i, alpha_i``
+    functions of the tokens before ``i``; blocks alternate the direction.
+    Scoring takes one parallel pass; sampling inverts one token at a time
+    with a key/value cache.
+
+    Fitted with class labels ``y``, the model learns ``p(x | y)`` (labels are
+    replaced by a null class with probability 0.1, which gives the
+    unconditional model used by classifier-free guidance); ``score_samples``
+    is then the marginal ``log sum_c pi_c p(x | c)``, and ``predict_proba``
+    and ``predict`` classify by Bayes' rule.
+
+    Parameters
+    ----------
+    patch_size : int or "auto", default="auto"
+        Patch side for images, features per token for tabular rows
+        ("auto": 2 for images, 1 for tabular). Must divide the image's height
+        and width, or the number of features.
+    n_blocks : int, default=4
+        Flow blocks.
+    n_layers : int, default=2
+        Transformer layers per block.
+    channels : int, default=64
+        Transformer width; divisible by ``n_heads``.
+    n_heads : int, default=4
+        Attention heads.
+    noise_std : float, default=0.0
+        Standard deviation of the Gaussian noise added to the training data,
+        in the flow's units (standardised features; pixels scaled to
+        ``[-1, 1]`` when ``n_bins`` is set, where the paper uses 0.05). The
+        model is then a density of noisy data; ``sample`` denoises by default.
+    image_shape : tuple of int (C, H, W) or None, default=None
+        Image layout of flat rows. Not needed for arrays of shape
+        ``(n, C, H, W)`` or ``(n, H, W)``, which are images.
+    n_bins : int or None, default=None
+        Pixels (or features) are integers in ``[0, n_bins)``: they are
+        scaled to ``[-1, 1]`` and uniformly dequantized, ``score_samples`` is
+        the dequantization lower bound of the discrete log-probability, and
+        samples are integers. None: continuous data.
+    max_epochs : int, default=300
+        Maximum number of passes over the training data.
+    batch_size : int, default=256
+        Rows per gradient step.
+    lr : float, default=5e-4
+        Learning rate of AdamW.
+    weight_decay : float, default=1e-4
+        AdamW's decoupled weight decay.
+    validation_fraction : float, default=0.1
+        Fraction of rows held out for early stopping on the validation
+        log-likelihood (best weights restored); 0 turns it off.
+    patience : int, default=20
+        Epochs without validation improvement before training stops.
+    dequantize : "auto" or bool, default="auto"
+        Tabular data without ``n_bins``: integer-valued columns are uniformly
+        dequantized during training (see :class:`skflow.MAFDensity`).
+    device : {"auto", "cpu", "cuda"}, default="auto"
+        Where to train and evaluate; "auto" picks CUDA when available.
+    random_state : int, RandomState instance or None, default=None
+        Seeds initialisation, the validation split, shuffling and noise.
+    verbose : int, default=0
+        Print the loss per epoch when > 0.
+
+    Attributes
+    ----------
+    net_ : skflow._training.FlowNet
+        The fitted skorch network; ``net_.module_`` is the
+        :class:`skflow.transforms.tarflow.TarFlow` on scaled data.
+    history_ : skorch.History
+        Per-epoch losses (nats per row of scaled data).
+    n_iter_ : int
+        Number of epochs run.
+    standardizer_ : object
+        The affine map from X to the flow's units; its ``log_det_`` is added
+        to every log-density.
+    image_shape_ : tuple of int (C, H, W) or None
+        Image layout, None for tabular data.
+    classes_ : ndarray of shape (n_classes,) or None
+        Class labels seen in fit (None when fitted without ``y``).
+    class_prior_ : ndarray of shape (n_classes,) or None
+        Class frequencies in the training data.
+    n_features_in_ : int
+        Number of values per sample (``C * H * W`` for images).
+    feature_names_in_ : ndarray of shape (n_features_in_,)
+        Column names, when X was a DataFrame with string column names.
+
+    See Also
+    --------
+    MAFDensity : Autoregressive flow with MADE conditioners.
+
+    References
+    ----------
+    Zhai, Zhang, Berthelot, Gu, Busbridge, Susskind et al. (2024). Normalizing
+    Flows are Capable Generative Models. arXiv:2412.06329.
+
+    Examples
+    --------
+    >>> from sklearn.datasets import load_digits
+    >>> from skflow.tarflow import TarFlowDensity
+    >>> X, y = load_digits(return_X_y=True)
+    >>> flow = TarFlowDensity(n_blocks=2, n_layers=1, channels=16, n_bins=17,
+    ...                       image_shape=(1, 8, 8), max_epochs=1, random_state=0)
+    >>> flow.fit(X[:200], y[:200]).predict(X[:3]).shape
+    (3,)
+    >>> flow.sample(2, y=3, guidance=1.0, random_state=0).shape
+    (2, 64)
+    """
+
+    _parameter_constraints = {
+        **{k: v for k, v in FlowDensity._parameter_constraints.items() if k != "hidden_features"},
+        "patch_size": [StrOptions({"auto"}), Interval(Integral, 1, None, closed="left")],
+        "n_blocks": _POSITIVE_INT,
+        "n_layers": _POSITIVE_INT,
+        "channels": _POSITIVE_INT,
+        "n_heads": _POSITIVE_INT,
+        "noise_std": [Interval(Real, 0, None, closed="left")],
+        "image_shape": [tuple, list, None],
+        "n_bins": [Interval(Integral, 2, None, closed="left"), None],
+    }
+
+    def __init__(
+        self,
+        *,
+        patch_size="auto",
+        n_blocks=4,
+        n_layers=2,
+        channels=64,
+        n_heads=4,
+        noise_std=0.0,
+        image_shape=None,
+        n_bins=None,
+        max_epochs=300,
+        batch_size=256,
+        lr=5e-4,
+        weight_decay=1e-4,
+        validation_fraction=0.1,
+        patience=20,
+        dequantize="auto",
+        device="auto",
+        random_state=None,
+        verbose=0,
+    ):
+        self.patch_size = patch_size
+        self.n_blocks = n_blocks
+        self.n_layers = n_layers
+        self.channels = channels
+        self.n_heads = n_heads
+        self.noise_std = noise_std
+        self.image_shape = image_shape
+        self.n_bins = n_bins
+        self.max_epochs = max_epochs
+        self.batch_size = batch_size
+        self.lr = lr
+        self.weight_decay = weight_decay
+        self.validation_fraction = validation_fraction
+        self.patience = patience
+        self.dequantize = dequantize
+        self.device = device
+        self.random_state = random_state
+        self.verbose = verbose
+
+    # --------------------------------------------------------------- layout
+    def _flatten(self, X, reset):
+        """Validate X in any accepted layout; return flat float64 rows."""
+        if reset:
+            self.input_shape_, self.image_shape_ = None, None
+        if not hasattr(X, "iloc") and np.ndim(X) in (3, 4):
+            X = check_array(X, dtype=np.float64, allow_nd=True, ensure_min_samples=2 if reset else 1)
+            shape = X.shape[1:] if X.ndim == 4 else (1, *X.shape[1:])
+            if reset:
+                self.input_shape_, self.image_shape_ = X.shape[1:], tuple(shape)
+            elif tuple(shape) != self.image_shape_:
+                raise ValueError(f"X has images of shape {shape}, the estimator was fitted on {self.image_shape_}.")
+            X = X.reshape(len(X), -1)
+        X = validate_data(self, X, dtype=np.float64, reset=reset, ensure_min_samples=2 if reset else 1)
+        if reset and self.image_shape_ is None and self.image_shape is not None:
+            self.image_shape_ = tuple(int(s) for s in self.image_shape)
+            if int(np.prod(self.image_shape_)) != X.shape[1]:
+                raise ValueError(f"image_shape={self.image_shape} does not match {X.shape[1]} features.")
+        return X
+
+    def _unflatten(self, X):
+        if self.input_shape_ is not None:
+            return X.reshape(len(X), *self.input_shape_)
+        return self._wrap_output(X)
+
+    def _prepare(self, X):
+        X = self._flatten(X, reset=True)
+        if self.n_bins is not None:
+            scaler = _BinScaler(self.n_bins)
+        elif self.image_shape_ is not None:
+            scaler = _GlobalScaler()
+        else:
+            scaler = Standardizer(self.dequantize)
+        self.standardizer_ = scaler.fit(X)
+        return self.standardizer_.transform(X)
+
+    def _build_flow(self, n_features, n_classes=0):
+        patch = self.patch_size
+        if patch == "auto":
+            patch = 1 if self.image_shape_ is None else 2
+        return TarFlow(
+            n_features,
+            self.image_shape_,
+            patch,
+            self.channels,
+            self.n_blocks,
+            self.n_layers,
+            self.n_heads,
+            n_classes,
+            MAX_LOG_SCALE,
+        )
+
+    # ------------------------------------------------------------------ fit
+    @_fit_context(prefer_skip_nested_validation=True)
+    def fit(self, X, y=None):
+        """Fit ``p(x)``, or ``p(x | y)`` when class labels are given.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features), (n_samples, C, H, W) or (n_samples, H, W)
+            Training data.
+        y : array-like of shape (n_samples,), default=None
+            Class labels; None fits an unconditional density.
+
+        Returns
+        -------
+        self : object
+            The fitted estimator.
+        """
+        Z = self._prepare(X)
+        self.classes_, self.class_prior_, labels = None, None, None
+        if y is not None:
+            y = column_or_1d(y, warn=True)
+            if len(y) != len(Z):
+                raise ValueError(f"X has {len(Z)} samples but y has {len(y)}.")
+            self.classes_, labels = np.unique(y, return_inverse=True)
+            self.class_prior_ = np.bincount(labels) / len(labels)
+        n_classes = 0 if labels is None else len(self.classes_)
+        rng = check_random_state(self.random_state)
+        init_seed, loop_seed = rng.randint(np.iinfo(np.int32).max, size=2)
+        train, valid = _split_indices(len(Z), self.validation_fraction, rng)
+        device = resolve_device(self.device)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(int(init_seed))
+            module = self._build_flow(Z.shape[1], n_classes)
+            valid_data = Z[valid] if len(valid) else None
+            net = self._make_net(module, device, self.standardizer_.noise_width, valid_data, int(loop_seed))
+            if len(valid) and labels is not None:
+                net.set_params(train_split=predefined_split(TensorDataset(valid_data, labels[valid], device=device)))
+            net.set_params(
+                iterator_train=_AugmentedBatchIterator,
+                iterator_train__noise_std=self.noise_std,
+                iterator_train__null_label=None if labels is None else n_classes,
+            )
+            net.fit(Z[train], None if labels is None else labels[train])
+        self.net_ = net
+        self.history_ = net.history
+        self.n_iter_ = len(net.history)
+        self._check_trained(Z[train])
+        return self
+
+    # -------------------------------------------------------------- scoring
+    @torch.no_grad()
+    def _class_log_prob(self, Z):
+        """``log p(z | c)`` per row and class, shape (n, n_classes); (n, 1) if unconditional."""
+        module, device = self._module, self._device()
+        n_classes = 1 if self.classes_ is None else len(self.classes_)
+        out = np.empty((len(Z), n_classes))
+        for start in range(0, len(Z), INFERENCE_BATCH):
+            batch = torch.as_tensor(Z[start : start + INFERENCE_BATCH], dtype=torch.float32, device=device)
+            for c in range(n_classes):
+                labels = None if self.classes_ is None else torch.full((len(batch),), c, device=device)
+                out[start : start + len(batch), c] = module.log_prob(batch, labels).double().cpu().numpy()
+        return out
+
+    def _log_prob(self, Z):
+        log_joint = self._class_log_prob(Z)
+        if self.classes_ is not None:
+            log_joint = log_joint + np.log(self.class_prior_)
+        return logsumexp(log_joint, axis=1)
+
+    def _joint_log_likelihood(self, X):
+        """``log pi_c + log p(x | c)`` (every Jacobian included), averaged over dequantization draws."""
+        check_is_fitted(self)
+        X = self._flatten(X, reset=False)
+        draws = [X]
+        if self.n_bins is not None:
+            rng = np.random.default_rng(0)  # fixed draws: score_samples is deterministic
+            draws = [X + rng.random(X.shape) - 0.5 for _ in range(DEQUANTIZATION_DRAWS)]
+        log_joint = np.mean([self._class_log_prob(self.standardizer_.transform(D)) for D in draws], axis=0)
+        if self.classes_ is not None:
+            log_joint = log_joint + np.log(self.class_prior_)
+        return log_joint + self.standardizer_.log_det_
+
+    def score_samples(self, X):
+        """Log-density of each sample, in the units of X.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features), (n_samples, C, H, W) or (n_samples, H, W)
+            Points to evaluate, in the layout used in fit.
+
+        Returns
+        -------
+        log_density : ndarray of shape (n_samples,)
+            ``log p(x)`` (float64), the marginal over classes for a
+            conditional model. With ``n_bins``: the lower bound
+            ``E_u log p(x + u)`` of the discrete log-probability, estimated
+            with 4 fixed uniform draws (per class for a conditional model).
+        """
+        return logsumexp(self._joint_log_likelihood(X), axis=1)
+
+    @available_if(_is_conditional)
+    def predict_proba(self, X):
+        """Class posterior ``p(c | x)`` by Bayes' rule (fitted with ``y`` only).
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features), (n_samples, C, H, W) or (n_samples, H, W)
+
+        Returns
+        -------
+        proba : ndarray of shape (n_samples, n_classes)
+            Columns in the order of ``classes_``.
+        """
+        return softmax(self._joint_log_likelihood(X), axis=1)
+
+    @available_if(_is_conditional)
+    def predict(self, X):
+        """Most probable class of each sample (fitted with ``y`` only).
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features), (n_samples, C, H, W) or (n_samples, H, W)
+
+        Returns
+        -------
+        y : ndarray of shape (n_samples,)
+        """
+        return self.classes_[np.argmax(self._joint_log_likelihood(X), axis=1)]
+
+    # ------------------------------------------------------------- sampling
+    def sample(self, n_samples=1, random_state=None, *, y=None, guidance=0.0, denoise="auto"):
+        """Draw samples, optionally of given classes with classifier-free guidance.
+
+        Parameters
+        ----------
+        n_samples : int, default=1
+            Number of samples.
+        random_state : int, RandomState instance or None, default=None
+            Seeds the draw.
+        y : label or array-like of shape (n_samples,), default=None
+            Classes to sample (conditional models only). None draws the
+            classes from ``class_prior_``, i.e. samples the marginal.
+        guidance : float, default=0.0
+            Guidance weight ``w``: every block's shifts and log-scales become
+            ``a + w * (a - a_null)``. 0 samples ``p(x | y)``.
+        denoise : "auto" or bool, default="auto"
+            Move each sample by one Tweedie step ``x + noise_std**2 *
+            grad log p(x)`` ("auto": when trained with ``noise_std > 0``).
+
+        Returns
+        -------
+        X : ndarray of shape (n_samples, ...) or DataFrame
+            In the layout and units of the training data; integers when
+            ``n_bins`` is set.
+        """
+        check_is_fitted(self)
+        if not (isinstance(n_samples, Integral) and n_samples >= 1):
+            raise ValueError(f"n_samples must be a positive integer, got {n_samples!r}.")
+        rng = check_random_state(random_state)
+        labels = self._sample_labels(n_samples, y, rng)
+        if guidance != 0 and labels is None:
+            raise ValueError("guidance needs a model fitted with class labels.")
+        if denoise == "auto":
+            denoise = self.noise_std > 0
+        seed = int(rng.randint(np.iinfo(np.int32).max))
+        Z = self._draw(n_samples, seed, labels, float(guidance), bool(denoise))
+        return self._unflatten(self.standardizer_.inverse_transform(Z))
+
+    def _sample_labels(self, n_samples, y, rng):
+        if self.classes_ is None:
+            if y is not None:
+                raise ValueError("y was given but the estimator was fitted without class labels.")
+            return None
+        if y is None:
+            return rng.choice(len(self.classes_), size=n_samples, p=self.class_prior_)
+        y = np.broadcast_to(np.asarray(y), (n_samples,))
+        index = np.searchsorted(self.classes_, y).clip(0, len(self.classes_) - 1)
+        if np.any(self.classes_[index] != y):
+            raise ValueError(f"y holds labels not seen in fit; known classes are {self.classes_}.")
+        return index
+
+    def _draw(self, n_samples, seed, labels=None, guidance=0.0, denoise=False):
+        module, device = self._module, self._device()
+        generator = torch.Generator(device=device).manual_seed(seed)
+        chunks = []
+        for start in range(0, n_samples, INFERENCE_BATCH):
+            n = min(INFERENCE_BATCH, n_samples - start)
+            y = None if labels is None else torch.as_tensor(labels[start : start + n], device=device)
+            with torch.no_grad():
+                x = module.sample(n, generator, y, guidance)
+            if denoise:
+                x = _tweedie_step(module, x, y, guidance, self.noise_std)
+            chunks.append(x.double().cpu().numpy())
+        return np.concatenate(chunks)
+
+
+def _tweedie_step(module, x, y, guidance, sigma):
+    """``x + sigma^2 * grad log p(x)`` (guided score when ``guidance != 0``)."""
+    with torch.enable_grad():
+        x = x.detach().requires_grad_(True)
+        log_prob = module.log_prob(x, y)
+        if guidance != 0 and y is not None:
+            log_prob = (1 + guidance) * log_prob - guidance * module.log_prob(x, None)
+        (score,) = torch.autograd.grad(log_prob.sum(), x)
+    return (x + sigma**2 * score).detach()
