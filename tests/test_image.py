@@ -211,3 +211,109 @@ def test_dequantization_noise_depends_only_on_the_row():
     part = dequantization_noise(X[[7, 3]], 2)
     np.testing.assert_array_equal(part, full[:, [7, 3]])
     assert full.shape == (2, 20, 64) and 0 <= full.min() and full.max() < 1
+
+
+# ----------------------------------------------------------- estimators
+def _digits(n=120):
+    return load_digits().images[:n].astype(np.int64)
+
+
+def _tiny(cls, **params):
+    settings = dict(hidden_channels=4, n_blocks=1, max_epochs=2, batch_size=32, random_state=0, device="cpu")
+    if cls is GlowDensity:
+        settings["n_steps"] = 1
+    return cls(**{**settings, **params})
+
+
+@pytest.mark.parametrize("cls", [RealNVPImageDensity, GlowDensity])
+@pytest.mark.parametrize("layout", ["nchw", "nhw", "flat"])
+def test_samples_come_back_as_integers_in_the_fit_layout(cls, layout):
+    images = _digits()
+    X = {"nchw": images[:, None], "nhw": images, "flat": images.reshape(len(images), -1)}[layout]
+    est = _tiny(cls, n_bins=17, image_shape=(1, 8, 8) if layout == "flat" else None).fit(X)
+    samples = est.sample(5, random_state=0)
+    assert samples.shape == (5, *X.shape[1:])
+    assert samples.dtype == np.int64 and samples.min() >= 0 and samples.max() <= 16
+    np.testing.assert_array_equal(samples, est.sample(5, random_state=0))
+    # every layout of the same images gets the same scores
+    expected = est.score_samples(images[:7])
+    for other in (images[:7, None], images[:7].reshape(7, -1)):
+        np.testing.assert_allclose(est.score_samples(other), expected)
+    assert est.image_shape_ == (1, 8, 8) and est.n_features_in_ == 64
+
+
+def test_score_samples_bookkeeping_matches_manual_computation():
+    n_bins, alpha = 17, 0.05
+    X = _digits()
+    est = _tiny(RealNVPImageDensity, n_bins=n_bins, logit_alpha=alpha, n_score_draws=3).fit(X)
+    flat = X[:6].reshape(6, -1).astype(np.float64)
+    transform = est.net_.module_.flow.transform.eval()
+    draws = []
+    for u in dequantization_noise(flat, 3):
+        y = (flat + u) / n_bins
+        p = alpha + (1 - 2 * alpha) * y
+        s = np.log(p) - np.log1p(-p)
+        ladj_logit = np.sum(np.log((1 - 2 * alpha) / (p * (1 - p))), axis=1)
+        with torch.no_grad():
+            z, ladj = transform(torch.tensor(s.reshape(6, 1, 8, 8), dtype=torch.float32))
+        base = norm.logpdf(z.double().numpy()).sum(axis=1)
+        draws.append(base + ladj.double().numpy() + ladj_logit - 64 * math.log(n_bins))
+    expected = logsumexp(np.stack(draws), axis=0) - math.log(3)
+    np.testing.assert_allclose(est.score_samples(X[:6]), expected, rtol=1e-4)
+    assert bits_per_dim(est, X[:6]) == pytest.approx(-expected.mean() / (64 * math.log(2)), rel=1e-4)
+
+
+def test_scores_are_deterministic_and_independent_of_other_rows():
+    X = _digits()
+    est = _tiny(GlowDensity, n_bins=17).fit(X)
+    full = est.score_samples(X[:20])
+    np.testing.assert_array_equal(full, est.score_samples(X[:20]))
+    np.testing.assert_allclose(est.score_samples(X[[13, 2]]), full[[13, 2]], rtol=1e-6)
+
+
+def test_variational_dequantization_trains_and_bounds_the_probability():
+    X = _digits(200)
+    est = _tiny(GlowDensity, n_bins=17, dequantization="variational", max_epochs=3).fit(X)
+    scores = est.score_samples(X[:10])
+    assert np.all(np.isfinite(scores))
+    # a bound on a probability of a discrete image: log P <= 0
+    assert np.all(scores < 0)
+    assert sum(p.numel() for p in est.net_.module_.dequantizer.parameters()) > 0
+
+
+def test_continuous_images_get_float_samples_and_the_scaling_jacobian():
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(80, 2, 4, 4))
+    est = _tiny(GlowDensity, n_levels=1).fit(X)
+    samples = est.sample(4, random_state=0)
+    assert samples.shape == (4, 2, 4, 4) and samples.dtype == np.float64
+    # scaling X by c changes log p by -D log c
+    scaled = clone(est).fit(3.0 * X)
+    np.testing.assert_allclose(scaled.score_samples(3.0 * X[:5]), est.score_samples(X[:5]) - 32 * math.log(3.0), rtol=1e-4)
+
+
+def test_invalid_inputs_raise():
+    X = _digits(40)
+    with pytest.raises(ValueError, match="integers"):
+        _tiny(GlowDensity, n_bins=10).fit(X)
+    with pytest.raises(ValueError, match="image_shape"):
+        _tiny(GlowDensity, n_bins=17).fit(X.reshape(40, -1))
+    est = _tiny(GlowDensity, n_bins=17).fit(X)
+    with pytest.raises(ValueError):
+        est.score_samples(np.zeros((3, 4, 4), dtype=int))
+    with pytest.raises(ValueError, match="even"):
+        _tiny(GlowDensity).fit(np.zeros((10, 5, 5)) + np.arange(25.0).reshape(5, 5))
+
+
+def test_pickle_and_pipeline_round_trip():
+    from sklearn.model_selection import GridSearchCV
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import FunctionTransformer
+
+    X = _digits(120).reshape(120, -1)
+    pipe = make_pipeline(FunctionTransformer(), _tiny(RealNVPImageDensity, n_bins=17, image_shape=(8, 8)))
+    search = GridSearchCV(pipe, {"realnvpimagedensity__hidden_channels": [2, 4]}, cv=2).fit(X)
+    assert np.isfinite(search.best_score_)
+    est = search.best_estimator_
+    restored = pickle.loads(pickle.dumps(est))
+    np.testing.assert_array_equal(restored.score_samples(X[:5]), est.score_samples(X[:5]))
