@@ -14,9 +14,10 @@ from sklearn.base import _fit_context
 from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.metaestimators import available_if
-from sklearn.utils.validation import check_array, check_is_fitted, column_or_1d, validate_data
+from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_data
 from skorch.helper import predefined_split
 
+from ._image import check_images, check_pixels, dequantization_noise, restore_layout
 from ._preprocessing import Standardizer
 from ._training import BatchIterator, TensorDataset
 from .base import INFERENCE_BATCH, FlowDensity, _split_indices, resolve_device
@@ -28,8 +29,6 @@ __all__ = ["TarFlowDensity"]
 LABEL_DROPOUT = 0.1
 #: Bound on each block's log-scales.
 MAX_LOG_SCALE = 3.0
-#: Uniform dequantization draws averaged by ``score_samples`` when ``n_bins`` is set.
-DEQUANTIZATION_DRAWS = 4
 
 _POSITIVE_INT = [Interval(Integral, 1, None, closed="left")]
 
@@ -62,8 +61,6 @@ class _BinScaler:
         self.n_bins = n_bins
 
     def fit(self, X):
-        if np.any(X != np.round(X)) or X.min() < 0 or X.max() >= self.n_bins:
-            raise ValueError(f"With n_bins={self.n_bins}, X must hold integers in [0, {self.n_bins}).")
         self.log_det_ = X.shape[1] * float(np.log(2.0 / self.n_bins))
         self.noise_width = np.full(X.shape[1], 2.0 / self.n_bins)
         return self
@@ -141,6 +138,10 @@ class TarFlowDensity(FlowDensity):
         scaled to ``[-1, 1]`` and uniformly dequantized, ``score_samples`` is
         the dequantization lower bound of the discrete log-probability, and
         samples are integers. None: continuous data.
+    n_score_draws : int, default=4
+        With ``n_bins``: dequantization draws per sample in ``score_samples``,
+        combined as an importance-weighted bound and seeded by each sample's
+        values (as the image flows of :mod:`skflow.image`).
     max_epochs : int, default=300
         Maximum number of passes over the training data.
     batch_size : int, default=256
@@ -178,6 +179,8 @@ class TarFlowDensity(FlowDensity):
         to every log-density.
     image_shape_ : tuple of int (C, H, W) or None
         Image layout, None for tabular data.
+    layout_ : skflow._image.ImageLayout or None
+        The layout of X in ``fit``, which ``sample`` returns.
     classes_ : ndarray of shape (n_classes,) or None
         Class labels seen in fit (None when fitted without ``y``).
     class_prior_ : ndarray of shape (n_classes,) or None
@@ -219,6 +222,7 @@ class TarFlowDensity(FlowDensity):
         "noise_std": [Interval(Real, 0, None, closed="left")],
         "image_shape": [tuple, list, None],
         "n_bins": [Interval(Integral, 2, None, closed="left"), None],
+        "n_score_draws": _POSITIVE_INT,
     }
 
     def __init__(
@@ -232,6 +236,7 @@ class TarFlowDensity(FlowDensity):
         noise_std=0.0,
         image_shape=None,
         n_bins=None,
+        n_score_draws=4,
         max_epochs=300,
         batch_size=256,
         lr=5e-4,
@@ -251,6 +256,7 @@ class TarFlowDensity(FlowDensity):
         self.noise_std = noise_std
         self.image_shape = image_shape
         self.n_bins = n_bins
+        self.n_score_draws = n_score_draws
         self.max_epochs = max_epochs
         self.batch_size = batch_size
         self.lr = lr
@@ -265,27 +271,28 @@ class TarFlowDensity(FlowDensity):
     # --------------------------------------------------------------- layout
     def _flatten(self, X, reset):
         """Validate X in any accepted layout; return flat float64 rows."""
-        if reset:
-            self.input_shape_, self.image_shape_ = None, None
+        ensure = 2 if reset else 1
+        image_shape = self.image_shape if reset else self.image_shape_
+        layout = None
         if not hasattr(X, "iloc") and np.ndim(X) in (3, 4):
-            X = check_array(X, dtype=np.float64, allow_nd=True, ensure_min_samples=2 if reset else 1)
-            shape = X.shape[1:] if X.ndim == 4 else (1, *X.shape[1:])
-            if reset:
-                self.input_shape_, self.image_shape_ = X.shape[1:], tuple(shape)
-            elif tuple(shape) != self.image_shape_:
-                raise ValueError(f"X has images of shape {shape}, the estimator was fitted on {self.image_shape_}.")
-            X = X.reshape(len(X), -1)
-        X = validate_data(self, X, dtype=np.float64, reset=reset, ensure_min_samples=2 if reset else 1)
-        if reset and self.image_shape_ is None and self.image_shape is not None:
-            self.image_shape_ = tuple(int(s) for s in self.image_shape)
-            if int(np.prod(self.image_shape_)) != X.shape[1]:
-                raise ValueError(f"image_shape={self.image_shape} does not match {X.shape[1]} features.")
+            images, layout = check_images(X, image_shape, ensure_min_samples=ensure)
+            X = images.reshape(len(images), -1)
+        X = validate_data(self, X, dtype=np.float64, reset=reset, ensure_min_samples=ensure)
+        if layout is None and image_shape is not None:
+            layout = check_images(X, image_shape)[1]
+        if reset:
+            self.layout_ = layout
+            self.image_shape_ = None if layout is None else layout.image_shape
+        if self.n_bins is not None:
+            check_pixels(X, self.n_bins)
         return X
 
     def _unflatten(self, X):
-        if self.input_shape_ is not None:
-            return X.reshape(len(X), *self.input_shape_)
-        return self._wrap_output(X)
+        if self.n_bins is not None:
+            X = X.astype(np.int64)
+        if self.layout_ is None or self.layout_.ndim == 2:
+            return self._wrap_output(X)
+        return restore_layout(X.reshape(len(X), *self.image_shape_), self.layout_)
 
     def _prepare(self, X):
         X = self._flatten(X, reset=True)
@@ -388,10 +395,10 @@ class TarFlowDensity(FlowDensity):
         check_is_fitted(self)
         X = self._flatten(X, reset=False)
         draws = [X]
-        if self.n_bins is not None:
-            rng = np.random.default_rng(0)  # fixed draws: score_samples is deterministic
-            draws = [X + rng.random(X.shape) - 0.5 for _ in range(DEQUANTIZATION_DRAWS)]
-        log_joint = np.mean([self._class_log_prob(self.standardizer_.transform(D)) for D in draws], axis=0)
+        if self.n_bins is not None:  # noise seeded by each row's values: deterministic scores
+            draws = X + dequantization_noise(X, self.n_score_draws) - 0.5
+        per_draw = [self._class_log_prob(self.standardizer_.transform(D)) for D in draws]
+        log_joint = logsumexp(per_draw, axis=0) - np.log(len(per_draw))
         if self.classes_ is not None:
             log_joint = log_joint + np.log(self.class_prior_)
         return log_joint + self.standardizer_.log_det_
@@ -408,9 +415,9 @@ class TarFlowDensity(FlowDensity):
         -------
         log_density : ndarray of shape (n_samples,)
             ``log p(x)`` (float64), the marginal over classes for a
-            conditional model. With ``n_bins``: the lower bound
-            ``E_u log p(x + u)`` of the discrete log-probability, estimated
-            with 4 fixed uniform draws (per class for a conditional model).
+            conditional model. With ``n_bins``: the importance-weighted lower
+            bound ``log mean_k p(x + u_k)`` of the discrete log-probability
+            over ``n_score_draws`` uniform draws ``u_k``.
         """
         return logsumexp(self._joint_log_likelihood(X), axis=1)
 
