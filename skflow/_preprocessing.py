@@ -52,7 +52,7 @@ class Standardizer:
 
     def transform(self, X):
         """Standardised X (float64); its log|det J| is ``log_det_`` for every row."""
-        return (X - self.mean_) / self.scale_
+        return np.ascontiguousarray((X - self.mean_) / self.scale_)
 
     def inverse_transform(self, Z):
         X = Z * self.scale_ + self.mean_

@@ -121,8 +121,8 @@ class FlowNet(NeuralNet):
 class DivergenceGuard(Callback):
     """Recover from non-finite losses or gradients, or fail with advice.
 
-    A batch whose loss or gradient is not finite has its gradient zeroed (no
-    NaN reaches the weights). At the end of an epoch that saw such a batch, or
+    A batch whose gradient is not finite has it zeroed (no NaN reaches the
+    weights); a batch whose loss is not finite is counted. At the end of an epoch that saw such a batch, or
     whose weights are no longer finite, the module and optimizer are restored
     to the last good epoch and the learning rate is halved. After
     ``max_restarts`` restorations, training stops with a ``FloatingPointError``
@@ -159,6 +159,10 @@ class DivergenceGuard(Callback):
         if grads and not torch.isfinite(torch.stack([g.norm() for g in grads])).all():
             for g in grads:
                 g.zero_()
+            self.bad_batches_ += 1
+
+    def on_batch_end(self, net, batch=None, training=False, loss=None, **kwargs):
+        if training and loss is not None and not torch.isfinite(loss).all():
             self.bad_batches_ += 1
 
     def on_epoch_end(self, net, **kwargs):
