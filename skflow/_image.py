@@ -31,7 +31,7 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_array, check_is_fitted, validate_data
 from torch import nn
 
-from .base import INFERENCE_BATCH, FlowDensity
+from .base import FlowDensity
 from .dequantization import UniformDequantization, VariationalDequantization
 from .transforms import Compose
 from .transforms.image import Logit
@@ -47,6 +47,11 @@ __all__ = [
     "DequantizedImageFlow",
     "ImageFlowDensity",
 ]
+
+#: Images per forward pass when scoring (conv activations are large).
+IMAGE_BATCH = 512
+#: Training images re-scored after fit to check the model is finite.
+CHECK_ROWS = 256
 
 #: How the user laid images out: ``ndim`` of the array (4, 3 or 2) and ``(C, H, W)``.
 ImageLayout = namedtuple("ImageLayout", ["ndim", "image_shape"])
@@ -345,8 +350,8 @@ class ImageFlowDensity(FlowDensity):
         module, device = self._module, self._device()
         n_draws = self.n_score_draws if self.n_bins else 1
         out = np.empty(len(Z))
-        for start in range(0, len(Z), INFERENCE_BATCH):
-            rows = Z[start : start + INFERENCE_BATCH]
+        for start in range(0, len(Z), IMAGE_BATCH):
+            rows = Z[start : start + IMAGE_BATCH]
             batch = torch.as_tensor(rows, dtype=torch.float32, device=device)
             noise = dequantization_noise(rows, n_draws) if self.n_bins else [None]
             draws = [
@@ -358,6 +363,9 @@ class ImageFlowDensity(FlowDensity):
             ]
             out[start : start + len(rows)] = logsumexp(np.stack(draws), axis=0) - math.log(len(draws))
         return out
+
+    def _check_trained(self, Z):
+        super()._check_trained(Z[:CHECK_ROWS])
 
     def score_samples(self, X):
         """Log-probability of each image (a lower bound for discrete pixels), in nats.

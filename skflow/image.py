@@ -119,7 +119,9 @@ def _glow(shape, n_levels, n_steps, hidden_channels, n_blocks):
 
     Each level: squeeze, then ``n_steps`` of act-norm, invertible 1x1
     convolution and affine coupling; half the channels are then factored out,
-    except at the last level (or when the squeezed height or width is odd).
+    except at the last level (or when the squeezed height or width is odd),
+    with Glow's learned conditional prior ``N(mu(h), sigma(h))`` given the
+    kept half ``h`` (an affine coupling of the factored half).
     """
     if not _can_squeeze(shape):
         raise ValueError(f"Glow needs even image height and width, got images of shape {shape}.")
@@ -132,9 +134,12 @@ def _glow(shape, n_levels, n_steps, hidden_channels, n_blocks):
             InvertibleConv1x1(squeezed[0]),
             _coupling(channel_mask(squeezed[0]), squeezed[0], hidden_channels, n_blocks),
         ]
-    level = Compose(Squeeze(), *steps)
     if n_levels == 1 or not _can_squeeze(squeezed):
-        return Compose(level, Flatten(squeezed))
+        return Compose(Squeeze(), *steps, Flatten(squeezed))
+    # Glow's learned prior of the factored-out half, N(mu(kept), sigma(kept)),
+    # written as an affine coupling of that half conditioned on the kept half.
+    prior = _coupling(channel_mask(squeezed[0], 1), squeezed[0], hidden_channels, n_blocks)
+    level = Compose(Squeeze(), *steps, prior)
     inner_shape = (squeezed[0] // 2, *squeezed[1:])
     return MultiScale(level, _glow(inner_shape, n_levels - 1, n_steps, hidden_channels, n_blocks), squeezed)
 
@@ -146,11 +151,6 @@ class _ConvFlowDensity(ImageFlowDensity):
         "hidden_channels": _POSITIVE_INT,
         "n_blocks": [Interval(Integral, 0, None, closed="left")],
     }
-
-    def _init_common(self, params):
-        for name, value in params.items():
-            if name not in ("self", "__class__"):
-                setattr(self, name, value)
 
 
 @_doc
@@ -218,7 +218,23 @@ class RealNVPImageDensity(_ConvFlowDensity):
         random_state=None,
         verbose=0,
     ):
-        self._init_common(locals())
+        self.n_levels = n_levels
+        self.hidden_channels = hidden_channels
+        self.n_blocks = n_blocks
+        self.image_shape = image_shape
+        self.n_bins = n_bins
+        self.dequantization = dequantization
+        self.logit_alpha = logit_alpha
+        self.n_score_draws = n_score_draws
+        self.max_epochs = max_epochs
+        self.batch_size = batch_size
+        self.lr = lr
+        self.weight_decay = weight_decay
+        self.validation_fraction = validation_fraction
+        self.patience = patience
+        self.device = device
+        self.random_state = random_state
+        self.verbose = verbose
 
     def _build_image_flow(self, image_shape):
         transform = _realnvp(image_shape, self.n_levels, self.hidden_channels, self.n_blocks)
@@ -232,7 +248,8 @@ class GlowDensity(_ConvFlowDensity):
     Each level squeezes, applies ``n_steps`` flow steps (act-norm with
     data-dependent initialisation, an LU-parametrised invertible 1x1
     convolution, a channel-wise affine coupling with a convolutional ResNet
-    conditioner) and factors out half of the channels; standard normal base.
+    conditioner) and factors out half of the channels, whose prior is a
+    Gaussian with mean and scale learned from the kept half.
     Image height and width must be even.
 
     Parameters
@@ -294,7 +311,24 @@ class GlowDensity(_ConvFlowDensity):
         random_state=None,
         verbose=0,
     ):
-        self._init_common(locals())
+        self.n_levels = n_levels
+        self.n_steps = n_steps
+        self.hidden_channels = hidden_channels
+        self.n_blocks = n_blocks
+        self.image_shape = image_shape
+        self.n_bins = n_bins
+        self.dequantization = dequantization
+        self.logit_alpha = logit_alpha
+        self.n_score_draws = n_score_draws
+        self.max_epochs = max_epochs
+        self.batch_size = batch_size
+        self.lr = lr
+        self.weight_decay = weight_decay
+        self.validation_fraction = validation_fraction
+        self.patience = patience
+        self.device = device
+        self.random_state = random_state
+        self.verbose = verbose
 
     def _build_image_flow(self, image_shape):
         transform = _glow(image_shape, self.n_levels, self.n_steps, self.hidden_channels, self.n_blocks)
