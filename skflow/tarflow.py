@@ -17,7 +17,7 @@ from sklearn.utils.metaestimators import available_if
 from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_data
 from skorch.helper import predefined_split
 
-from ._image import check_images, check_pixels, dequantization_noise, restore_layout
+from ._image import _PixelScaler, check_images, check_pixels, dequantization_noise, restore_layout
 from ._preprocessing import Standardizer
 from ._training import BatchIterator, TensorDataset
 from .base import INFERENCE_BATCH, FlowDensity, _split_indices, resolve_device
@@ -36,14 +36,18 @@ _POSITIVE_INT = [Interval(Integral, 1, None, closed="left")]
 class _AugmentedBatchIterator(BatchIterator):
     """Training batches with Gaussian noise on X and label dropout on y."""
 
-    def __init__(self, dataset, batch_size, shuffle=False, noise_width=None, seed=0, noise_std=0.0, null_label=None):
+    def __init__(
+        self, dataset, batch_size, shuffle=False, noise_width=None, seed=0, noise_std=0.0, null_label=None
+    ):
         super().__init__(dataset, batch_size, shuffle, noise_width, seed)
         self.noise_std, self.null_label = noise_std, null_label
 
     def __iter__(self):
         for X, y in super().__iter__():
             if self.noise_std > 0:
-                X = X + self.noise_std * torch.randn(X.shape, generator=self._rng(), device=X.device, dtype=X.dtype)
+                X = X + self.noise_std * torch.randn(
+                    X.shape, generator=self._rng(), device=X.device, dtype=X.dtype
+                )
             if y is not None and self.null_label is not None:
                 drop = torch.rand(y.shape, generator=self._rng(), device=y.device) < LABEL_DROPOUT
                 y = torch.where(drop, torch.full_like(y, self.null_label), y)
@@ -70,23 +74,6 @@ class _BinScaler:
 
     def inverse_transform(self, Z):
         return np.clip(np.floor((Z + 1.0) * (self.n_bins / 2.0)), 0, self.n_bins - 1)
-
-
-class _GlobalScaler:
-    """One shift and one scale for all features (continuous images)."""
-
-    def fit(self, X):
-        self.mean_, scale = float(X.mean()), float(X.std())
-        self.scale_ = scale if scale > 0 else 1.0
-        self.log_det_ = -X.shape[1] * float(np.log(self.scale_))
-        self.noise_width = None
-        return self
-
-    def transform(self, X):
-        return (X - self.mean_) / self.scale_
-
-    def inverse_transform(self, Z):
-        return Z * self.scale_ + self.mean_
 
 
 def _is_conditional(estimator):
@@ -297,12 +284,11 @@ class TarFlowDensity(FlowDensity):
     def _prepare(self, X):
         X = self._flatten(X, reset=True)
         if self.n_bins is not None:
-            scaler = _BinScaler(self.n_bins)
+            self.standardizer_ = _BinScaler(self.n_bins).fit(X)
         elif self.image_shape_ is not None:
-            scaler = _GlobalScaler()
+            self.standardizer_ = _PixelScaler().fit(X, None)  # one global mean and scale
         else:
-            scaler = Standardizer(self.dequantize)
-        self.standardizer_ = scaler.fit(X)
+            self.standardizer_ = Standardizer(self.dequantize).fit(X)
         return self.standardizer_.transform(X)
 
     def _build_flow(self, n_features, n_classes=0):
@@ -357,7 +343,9 @@ class TarFlowDensity(FlowDensity):
             valid_data = Z[valid] if len(valid) else None
             net = self._make_net(module, device, self.standardizer_.noise_width, valid_data, int(loop_seed))
             if len(valid) and labels is not None:
-                net.set_params(train_split=predefined_split(TensorDataset(valid_data, labels[valid], device=device)))
+                net.set_params(
+                    train_split=predefined_split(TensorDataset(valid_data, labels[valid], device=device))
+                )
             net.set_params(
                 iterator_train=_AugmentedBatchIterator,
                 iterator_train__noise_std=self.noise_std,

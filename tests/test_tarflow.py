@@ -7,13 +7,16 @@ import pytest
 import torch
 from scipy.special import logsumexp, softmax
 from sklearn.datasets import load_digits
+from sklearn.model_selection import GridSearchCV
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from skflow._image import bits_per_dim, dequantization_noise
 from skflow.tarflow import TarFlowDensity, _tweedie_step
 from skflow.transforms.tarflow import CausalSelfAttention, TarFlow, TarFlowBlock, kv_cache
 
-TINY = dict(n_blocks=2, n_layers=1, channels=16, n_heads=2, max_epochs=3, random_state=0)
+TINY = {"n_blocks": 2, "n_layers": 1, "channels": 16, "n_heads": 2, "max_epochs": 3, "random_state": 0}
 
 
 def _randomise(module, std=0.3, seed=0):
@@ -69,10 +72,10 @@ def test_fresh_flow_is_identity():
 @pytest.mark.parametrize(
     "kwargs",
     [
-        dict(n_features=8, image_shape=(2, 2, 2), patch_size=1),
-        dict(n_features=16, image_shape=(1, 4, 4), patch_size=2),
-        dict(n_features=6, patch_size=2),
-        dict(n_features=5, patch_size=1, n_classes=3),
+        {"n_features": 8, "image_shape": (2, 2, 2), "patch_size": 1},
+        {"n_features": 16, "image_shape": (1, 4, 4), "patch_size": 2},
+        {"n_features": 6, "patch_size": 2},
+        {"n_features": 5, "patch_size": 1, "n_classes": 3},
     ],
 )
 def test_inverse_and_log_det_match_autograd(kwargs):
@@ -86,9 +89,13 @@ def test_inverse_and_log_det_match_autograd(kwargs):
     torch.testing.assert_close(ladj_inv, -ladj)
     for k in range(3):
         label = None if y is None else y[k : k + 1]
-        jac = torch.autograd.functional.jacobian(lambda a: flow.transform(a[None], label)[0].reshape(-1), x[k])
+        jac = torch.autograd.functional.jacobian(
+            lambda a, label=label: flow.transform(a[None], label)[0].reshape(-1), x[k]
+        )
         torch.testing.assert_close(ladj[k], torch.linalg.slogdet(jac)[1])
-        jac_inv = torch.autograd.functional.jacobian(lambda b: flow.inverse(b[None], label)[0][0], z[k])
+        jac_inv = torch.autograd.functional.jacobian(
+            lambda b, label=label: flow.inverse(b[None], label)[0][0], z[k]
+        )
         jac_inv = jac_inv.reshape(n, n)
         torch.testing.assert_close(ladj_inv[k], torch.linalg.slogdet(jac_inv)[1])
 
@@ -103,7 +110,9 @@ def test_log_prob_is_base_plus_log_det():
 
 @pytest.mark.parametrize("guidance", [0.0, 1.5])
 def test_cached_sampling_equals_uncached(guidance):
-    flow = _randomise(TarFlow(18, image_shape=(2, 3, 3), patch_size=1, channels=8, n_blocks=3, n_heads=2, n_classes=2))
+    flow = _randomise(
+        TarFlow(18, image_shape=(2, 3, 3), patch_size=1, channels=8, n_blocks=3, n_heads=2, n_classes=2)
+    )
     y = torch.tensor([0, 1, 1, 0])
     cached = flow.sample(4, torch.Generator().manual_seed(1), y, guidance, cache=True)
     uncached = flow.sample(4, torch.Generator().manual_seed(1), y, guidance, cache=False)
@@ -114,11 +123,10 @@ def test_cached_sampling_equals_uncached(guidance):
 def test_kv_cache_is_dropped_on_error():
     block = _block()
     attention = [m for m in block.modules() if isinstance(m, CausalSelfAttention)]
-    with pytest.raises(RuntimeError, match="boom"):
-        with kv_cache(block):
-            block(torch.randn(2, 5, 3, dtype=torch.float64))
-            assert all(m.cache["k"].shape[2] == 5 for m in attention)  # keys of the 5 positions kept
-            raise RuntimeError("boom")
+    with pytest.raises(RuntimeError, match="boom"), kv_cache(block):
+        block(torch.randn(2, 5, 3, dtype=torch.float64))
+        assert all(m.cache["k"].shape[2] == 5 for m in attention)  # keys of the 5 positions kept
+        raise RuntimeError("boom")
     assert all(m.cache is None for m in attention)
 
 
@@ -175,7 +183,9 @@ def conditional(digits):
 def test_tabular_density_integrates_to_one():
     rng = np.random.default_rng(0)
     X = rng.normal(size=(400, 2)) @ np.array([[1.0, 0.6], [0.0, 0.5]]) + [2.0, -1.0]
-    flow = TarFlowDensity(n_blocks=2, n_layers=1, channels=16, n_heads=2, max_epochs=30, random_state=0).fit(X)
+    flow = TarFlowDensity(n_blocks=2, n_layers=1, channels=16, n_heads=2, max_epochs=30, random_state=0).fit(
+        X
+    )
     grid = np.linspace(-8, 10, 301)
     xx, yy = np.meshgrid(grid, grid - 2)
     density = np.exp(flow.score_samples(np.c_[xx.ravel(), yy.ravel()]))
@@ -187,7 +197,9 @@ def test_tabular_density_integrates_to_one():
 def test_discrete_bound_bookkeeping():
     rng = np.random.default_rng(0)
     X = rng.integers(0, 4, size=(200, 2)).astype(float)
-    flow = TarFlowDensity(n_bins=4, n_blocks=2, n_layers=1, channels=16, n_heads=2, max_epochs=10, random_state=0)
+    flow = TarFlowDensity(
+        n_bins=4, n_blocks=2, n_layers=1, channels=16, n_heads=2, max_epochs=10, random_state=0
+    )
     flow.fit(X)
     grid = np.array([[a, b] for a in range(4) for b in range(4)], dtype=float)
     log_p = flow.score_samples(grid)
@@ -292,6 +304,27 @@ def test_pickle_round_trip(conditional, digits):
     np.testing.assert_array_equal(clone.score_samples(X[:5]), conditional.score_samples(X[:5]))
 
 
-@parametrize_with_checks([TarFlowDensity(n_blocks=2, n_layers=1, channels=8, n_heads=2, max_epochs=2, batch_size=64)])
+def test_continuous_images_are_scaled_globally():
+    rng = np.random.default_rng(0)
+    X = rng.normal(3.0, 2.0, size=(60, 1, 4, 4))
+    flow = TarFlowDensity(**TINY).fit(X)
+    Z = (X.reshape(60, -1) - X.mean()) / X.std()
+    with torch.no_grad():
+        log_p = flow.net_.module_.eval().log_prob(torch.as_tensor(Z, dtype=torch.float32)).double().numpy()
+    np.testing.assert_allclose(flow.score_samples(X), log_p - 16 * np.log(X.std()), rtol=1e-5)
+    assert flow.sample(2, random_state=0).shape == (2, 1, 4, 4)
+
+
+def test_grid_search_in_pipeline():
+    X = np.random.default_rng(0).normal(size=(120, 4)) * [1.0, 2.0, 3.0, 4.0]
+    pipe = make_pipeline(StandardScaler(), TarFlowDensity(**TINY))
+    search = GridSearchCV(pipe, {"tarflowdensity__n_blocks": [1, 2]}, cv=2).fit(X)
+    assert search.best_params_["tarflowdensity__n_blocks"] in (1, 2)
+    assert np.isfinite(search.best_score_)
+
+
+@parametrize_with_checks(
+    [TarFlowDensity(n_blocks=2, n_layers=1, channels=8, n_heads=2, max_epochs=2, batch_size=64)]
+)
 def test_sklearn_compatible_tabular(estimator, check):
     check(estimator)

@@ -19,7 +19,7 @@ from torch.nn import functional as F
 
 from ._base import Transform, soft_clamp
 
-__all__ = ["CausalSelfAttention", "FeedForward", "TarFlowBlock", "TarFlow", "kv_cache"]
+__all__ = ["CausalSelfAttention", "FeedForward", "TarFlow", "TarFlowBlock", "kv_cache"]
 
 _LOG_2PI = math.log(2 * math.pi)
 
@@ -86,7 +86,9 @@ class FeedForward(nn.Sequential):
     """The transformer's two-layer GELU perceptron, ``expansion`` times wider inside."""
 
     def __init__(self, channels, expansion=4):
-        super().__init__(nn.Linear(channels, expansion * channels), nn.GELU(), nn.Linear(expansion * channels, channels))
+        super().__init__(
+            nn.Linear(channels, expansion * channels), nn.GELU(), nn.Linear(expansion * channels, channels)
+        )
 
 
 class _Layer(nn.Module):
@@ -135,10 +137,23 @@ class TarFlowBlock(Transform):
     """
 
     def __init__(
-        self, n_tokens, token_features, channels=64, n_layers=2, n_heads=4, n_classes=0, reverse=False, max_log_scale=3.0
+        self,
+        n_tokens,
+        token_features,
+        channels=64,
+        n_layers=2,
+        n_heads=4,
+        n_classes=0,
+        reverse=False,
+        max_log_scale=3.0,
     ):
         super().__init__()
-        self.n_tokens, self.n_classes, self.reverse, self.max_log_scale = n_tokens, n_classes, reverse, max_log_scale
+        self.n_tokens, self.n_classes, self.reverse, self.max_log_scale = (
+            n_tokens,
+            n_classes,
+            reverse,
+            max_log_scale,
+        )
         self.in_proj = nn.Linear(token_features, channels)
         self.start = nn.Parameter(0.02 * torch.randn(channels))
         self.position = nn.Parameter(0.02 * torch.randn(n_tokens, channels))
@@ -294,7 +309,12 @@ class TarFlow(nn.Module):
         max_log_scale=3.0,
     ):
         super().__init__()
-        self.n_features, self.image_shape, self.patch_size, self.n_classes = n_features, image_shape, patch_size, n_classes
+        self.n_features, self.image_shape, self.patch_size, self.n_classes = (
+            n_features,
+            image_shape,
+            patch_size,
+            n_classes,
+        )
         if image_shape is None:
             divisible = n_features % patch_size == 0
         else:
@@ -304,7 +324,9 @@ class TarFlow(nn.Module):
         token_features = patch_size if image_shape is None else image_shape[0] * patch_size**2
         n_tokens = n_features // token_features
         self.blocks = nn.ModuleList(
-            TarFlowBlock(n_tokens, token_features, channels, n_layers, n_heads, n_classes, k % 2 == 1, max_log_scale)
+            TarFlowBlock(
+                n_tokens, token_features, channels, n_layers, n_heads, n_classes, k % 2 == 1, max_log_scale
+            )
             for k in range(n_blocks)
         )
 
