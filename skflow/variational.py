@@ -1,0 +1,480 @@
+"""Fitting a flow to an unnormalized density by reverse KL (variational inference).
+
+Training loop: a small, explicit loop rather than skflow's skorch ``FlowNet``.
+skorch is built around iterating over a dataset and calling the module on
+each batch; reverse-KL fitting has no data, and each step draws its own
+batch from the model being trained. Forcing that through skorch would need a
+dummy dataset and a module that ignores its input, with the early stopping,
+divergence handling and the snapshot of the best weights still written by
+hand. The loop below (Adam, gradient clipping, early stopping on an
+exponentially smoothed ELBO, restore-and-halve-the-rate on divergence) is
+about forty lines and keeps those mechanisms visible.
+"""
+
+import math
+from numbers import Integral, Real
+
+import numpy as np
+import torch
+from sklearn.base import BaseEstimator, DensityMixin, _fit_context
+from sklearn.utils import check_random_state
+from sklearn.utils._param_validation import Interval, StrOptions, validate_params
+from sklearn.utils.validation import check_is_fitted, validate_data
+
+from .base import GRADIENT_CLIP, INFERENCE_BATCH, resolve_device
+from .distributions import StandardNormal
+from .flows import Flow
+from .transforms import (
+    MLP,
+    ActNorm,
+    AffineCoupling,
+    Compose,
+    Inverse,
+    MaskedAffineAutoregressive,
+    alternating_masks,
+)
+from .transforms.planar import Planar, Radial
+
+__all__ = ["VariationalDensity"]
+
+#: Weight of the newest step in the exponentially smoothed ELBO (about 50 steps of memory).
+SMOOTHING = 0.02
+#: Samples behind the reported ``elbo_``.
+ELBO_SAMPLES = 8192
+#: Divergences (non-finite samples or gradients) recovered from before giving up.
+MAX_RESTARTS = 5
+#: Flows that can evaluate their own density at arbitrary points.
+_SCORABLE = {"iaf", "maf", "realnvp"}
+_DEFAULT_N_TRANSFORMS = {"planar": 16, "radial": 16, "iaf": 5, "maf": 5, "realnvp": 6}
+
+
+def _reversing_order(n_features, k):
+    order = torch.arange(n_features)
+    return order if k % 2 == 0 else order.flip(0)
+
+
+_LAYERS = {
+    "planar": lambda d, k, n, hidden: Planar(d),
+    "radial": lambda d, k, n, hidden: Radial(d),
+    "iaf": lambda d, k, n, hidden: Inverse(MaskedAffineAutoregressive(d, hidden, _reversing_order(d, k))),
+    "maf": lambda d, k, n, hidden: MaskedAffineAutoregressive(d, hidden, _reversing_order(d, k)),
+    "realnvp": lambda d, k, n, hidden: AffineCoupling(alternating_masks(d, n)[k], MLP(d, 2 * d, hidden)),
+}
+
+
+def _build_flow(name, n_features, n_transforms, hidden_features):
+    """Standard normal noise -> ``n_transforms`` layers -> a learned per-feature affine map.
+
+    The affine map sits on the data side, so it carries the target's location
+    and scale while the layers work on inputs of about unit scale.
+    """
+    layers = [_LAYERS[name](n_features, k, n_transforms, hidden_features) for k in range(n_transforms)]
+    affine = ActNorm(n_features)
+    affine.initialized.fill_(True)  # no data-dependent initialisation: there is no data
+    return Flow(Compose(affine, *layers), StandardNormal(n_features))
+
+
+def _target_log_prob(log_prob, x, check_grad=False):
+    """Evaluate the user's unnormalized log-density, refusing malformed output."""
+    out = log_prob(x)
+    if not isinstance(out, torch.Tensor):
+        raise TypeError(
+            f"log_prob must return a torch.Tensor of shape (n,), got {type(out).__name__}. "
+            "Write it with torch operations so that it can be differentiated."
+        )
+    if out.shape != (x.shape[0],):
+        raise ValueError(
+            f"log_prob must map a tensor of shape (n, n_features) to shape (n,); it mapped "
+            f"{tuple(x.shape)} to {tuple(out.shape)}."
+        )
+    bad = ~torch.isfinite(out)
+    if bad.any():
+        where = x[bad][0].detach().cpu().numpy()
+        raise ValueError(
+            f"log_prob returned NaN or infinite values at {int(bad.sum())} of {len(out)} points "
+            f"drawn from the flow (e.g. at x={np.array2string(where, precision=3)}). The "
+            "unnormalized log-density must be finite wherever the flow may put mass; for a "
+            "bounded support, fit the flow to an unconstrained reparametrisation."
+        )
+    if check_grad and not out.requires_grad:
+        raise ValueError(
+            "log_prob's output does not depend differentiably on its input: write it with "
+            "torch operations on the input tensor (no .numpy(), .item() or .detach())."
+        )
+    return out
+
+
+class VariationalDensity(DensityMixin, BaseEstimator):
+    """A normalizing flow fitted to an unnormalized density by reverse KL.
+
+    Given ``log_prob(x) = log p(x) + const`` that can be evaluated (a
+    Bayesian posterior up to its evidence, an energy), ``fit`` maximises the
+    evidence lower bound ``ELBO = E_q[log_prob(x) - log q(x)]`` over the
+    flow ``q``, which minimises ``KL(q || p)``; the expectation uses
+    reparameterised samples from ``q``. No data is needed. The fitted flow
+    then gives samples, the ELBO, and an importance-sampling estimate of the
+    normalizing constant ``log Z = log integral exp(log_prob(x)) dx``.
+
+    The flow maps standard normal noise through ``n_transforms`` layers and a
+    learned per-feature affine map. Reverse KL is mode-seeking: ``q`` tends
+    to be narrower than ``p`` and may miss modes; the importance-sampling
+    estimate corrects for moderate mismatch only.
+
+    Parameters
+    ----------
+    log_prob : callable
+        Maps a float tensor of shape ``(n, n_features)`` (on ``device``) to
+        the unnormalized log-density of each row, a tensor of shape ``(n,)``.
+        It must be written with differentiable torch operations, and finite
+        wherever the flow may put mass (it is an error otherwise). Must be
+        picklable (a module-level function) for the estimator to be pickled.
+    n_features : int
+        Dimension of the target.
+    flow : {"planar", "radial", "iaf", "realnvp", "maf"}, default="iaf"
+        Layer family. "planar" and "radial" (Rezende and Mohamed 2015) are
+        cheap but need many layers and cannot evaluate their density at
+        arbitrary points (no :meth:`score_samples`). "iaf" samples in one pass
+        per layer: the natural choice here. "realnvp" is fast both ways.
+        "maf" samples in ``n_features`` passes per layer, so it trains slowly
+        in high dimension, but scores in one pass.
+    n_transforms : int or None, default=None
+        Number of layers; None picks 16 for planar and radial, 6 for realnvp
+        and 5 for iaf and maf.
+    hidden_features : tuple of int, default=(64, 64)
+        Hidden widths of each MADE (iaf, maf) or coupling MLP (realnvp);
+        unused by planar and radial.
+    batch_size : int, default=256
+        Samples drawn from the flow per gradient step.
+    max_steps : int, default=5000
+        Maximum number of gradient steps.
+    lr : float, default=1e-3
+        Learning rate of Adam.
+    patience : int, default=300
+        Steps without a new best smoothed ELBO (an exponential moving average
+        over about 50 steps) before the learning rate is divided by ten
+        (first time) or training stops (second time); both restart from the
+        weights of the best smoothed ELBO, which the fitted flow keeps.
+    device : {"auto", "cpu", "cuda"}, default="auto"
+        Where to train; ``log_prob`` receives tensors on this device.
+    random_state : int, RandomState instance or None, default=None
+        Seeds the initialisation and the noise of every step.
+    verbose : int, default=0
+        Print the smoothed ELBO about twenty times during training when > 0.
+
+    Attributes
+    ----------
+    flow_ : skflow.flows.Flow
+        The fitted torch flow, ``transform.inverse`` mapping noise to samples.
+    elbo_ : float
+        Monte Carlo ELBO of the fitted flow (8192 samples); a lower bound on
+        ``log Z`` up to Monte Carlo error, with gap ``KL(q || p)``.
+    elbo_history_ : ndarray of shape (n_iter_,)
+        ELBO of each step's batch.
+    n_iter_ : int
+        Number of gradient steps run.
+    n_features_in_ : int
+        Equal to ``n_features``.
+
+    See Also
+    --------
+    skflow.iaf.IAFDensity : IAF fitted to samples (forward KL).
+
+    References
+    ----------
+    Rezende and Mohamed (2015). Variational Inference with Normalizing Flows.
+    ICML.
+
+    Kingma, Salimans, Jozefowicz, Chen, Sutskever and Welling (2016).
+    Improved Variational Inference with Inverse Autoregressive Flow. NeurIPS.
+
+    Examples
+    --------
+    >>> import math, torch
+    >>> from skflow.variational import VariationalDensity
+    >>> def log_prob(x):  # N(1, 2^2) in each of 2 dimensions, unnormalized
+    ...     return -0.5 * (((x - 1) / 2) ** 2).sum(dim=1)
+    >>> vd = VariationalDensity(log_prob, 2, flow="realnvp", n_transforms=2, max_steps=300,
+    ...                         lr=1e-2, random_state=0).fit()
+    >>> true = 2 * math.log(2 * math.sqrt(2 * math.pi))
+    >>> abs(vd.estimate_log_normalizer(4000, random_state=0) - true) < 0.05
+    True
+    >>> vd.sample(3, random_state=0).shape
+    (3, 2)
+    """
+
+    _parameter_constraints = {
+        "log_prob": [callable],
+        "n_features": [Interval(Integral, 1, None, closed="left")],
+        "flow": [StrOptions(set(_LAYERS))],
+        "n_transforms": [Interval(Integral, 1, None, closed="left"), None],
+        "hidden_features": [tuple, list],
+        "batch_size": [Interval(Integral, 1, None, closed="left")],
+        "max_steps": [Interval(Integral, 1, None, closed="left")],
+        "lr": [Interval(Real, 0, None, closed="neither")],
+        "patience": [Interval(Integral, 1, None, closed="left")],
+        "device": [StrOptions({"auto", "cpu", "cuda"})],
+        "random_state": ["random_state"],
+        "verbose": ["verbose"],
+    }
+
+    def __init__(
+        self,
+        log_prob,
+        n_features,
+        *,
+        flow="iaf",
+        n_transforms=None,
+        hidden_features=(64, 64),
+        batch_size=256,
+        max_steps=5000,
+        lr=1e-3,
+        patience=300,
+        device="auto",
+        random_state=None,
+        verbose=0,
+    ):
+        self.log_prob = log_prob
+        self.n_features = n_features
+        self.flow = flow
+        self.n_transforms = n_transforms
+        self.hidden_features = hidden_features
+        self.batch_size = batch_size
+        self.max_steps = max_steps
+        self.lr = lr
+        self.patience = patience
+        self.device = device
+        self.random_state = random_state
+        self.verbose = verbose
+
+    # ------------------------------------------------------------------ fit
+    @_fit_context(prefer_skip_nested_validation=True)
+    def fit(self, X=None, y=None):
+        """Fit the flow to ``log_prob`` by maximising the ELBO.
+
+        Parameters
+        ----------
+        X : None
+            Ignored: reverse-KL fitting needs no data.
+        y : None
+            Ignored.
+
+        Returns
+        -------
+        self : object
+            The fitted estimator.
+        """
+        hidden = tuple(self.hidden_features)
+        if len(hidden) == 0 or not all(isinstance(h, Integral) and h >= 1 for h in hidden):
+            raise ValueError(
+                f"hidden_features must be a non-empty tuple of positive integers, got {hidden!r}."
+            )
+        n_transforms = self.n_transforms or _DEFAULT_N_TRANSFORMS[self.flow]
+        rng = check_random_state(self.random_state)
+        init_seed, loop_seed, elbo_seed = (int(s) for s in rng.randint(np.iinfo(np.int32).max, size=3))
+        device = resolve_device(self.device)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(init_seed)
+            flow = _build_flow(self.flow, self.n_features, n_transforms, hidden).to(device)
+        generator = torch.Generator(device=device).manual_seed(loop_seed)
+        history = self._train(flow, generator)
+        flow.eval()
+        self.flow_ = flow
+        self.elbo_history_ = np.asarray(history)
+        self.n_iter_ = len(history)
+        self.n_features_in_ = self.n_features
+        self.elbo_ = float(np.mean(self._log_weights(ELBO_SAMPLES, elbo_seed)))
+        return self
+
+    def _train(self, flow, generator):
+        """Adam on the negative ELBO; returns the per-step ELBOs.
+
+        The first plateau of the smoothed ELBO (``patience`` steps without a
+        new best) restarts from the best weights with a tenth of the learning
+        rate; the second ends training. A non-finite sample or gradient also
+        restarts from the best weights, with half the rate.
+        """
+        params = list(flow.parameters())
+        lr, restarts, plateaus = self.lr, 0, 0
+        optimizer = torch.optim.Adam(params, lr=lr)
+        best_params = [p.detach().clone() for p in params]
+        best, smoothed, since_best, history = -math.inf, None, 0, []
+        report_every = max(1, self.max_steps // 20)
+
+        def restart(factor):
+            nonlocal optimizer, lr, since_best
+            with torch.no_grad():
+                for p, saved in zip(params, best_params):
+                    p.copy_(saved)
+            lr, since_best = lr * factor, 0
+            optimizer = torch.optim.Adam(params, lr=lr)
+
+        for step in range(self.max_steps):
+            x, log_q = flow.rsample_and_log_prob(self.batch_size, generator)
+            finite = bool(torch.isfinite(x).all() and torch.isfinite(log_q).all())
+            if finite:
+                elbo = (_target_log_prob(self.log_prob, x, check_grad=step == 0) - log_q).mean()
+                optimizer.zero_grad()
+                (-elbo).backward()
+                finite = bool(torch.isfinite(torch.nn.utils.clip_grad_norm_(params, GRADIENT_CLIP)))
+            if not finite:
+                restarts += 1
+                if restarts > MAX_RESTARTS:
+                    raise FloatingPointError(
+                        f"Training diverged {restarts} times (non-finite samples or gradients), even "
+                        "after halving the learning rate each time. Try a smaller `lr`, fewer "
+                        "`n_transforms`, or check that log_prob is smooth where the flow samples."
+                    )
+                restart(0.5)
+                continue
+            optimizer.step()
+            value = float(elbo.detach())
+            history.append(value)
+            smoothed = value if smoothed is None else smoothed + SMOOTHING * (value - smoothed)
+            if smoothed > best:
+                best, since_best = smoothed, 0
+                with torch.no_grad():
+                    for p, saved in zip(params, best_params):
+                        saved.copy_(p)
+            else:
+                since_best += 1
+            if self.verbose and (step + 1) % report_every == 0:
+                print(f"step {step + 1:6d}  smoothed ELBO {smoothed:.4f}  lr {lr:.2g}")
+            if since_best >= self.patience:
+                plateaus += 1
+                if plateaus > 1:
+                    break
+                restart(0.1)
+        restart(1.0)
+        return history
+
+    # ---------------------------------------------------------- estimation
+    def _device(self):
+        return next(self.flow_.parameters()).device
+
+    @torch.no_grad()
+    def _log_weights(self, n_samples, seed, return_samples=False):
+        """Importance log-weights ``log_prob(x) - log q(x)`` of ``n_samples`` draws from q."""
+        generator = torch.Generator(device=self._device()).manual_seed(seed)
+        weights, samples = [], []
+        for start in range(0, n_samples, INFERENCE_BATCH):
+            x, log_q = self.flow_.rsample_and_log_prob(min(INFERENCE_BATCH, n_samples - start), generator)
+            weights.append((_target_log_prob(self.log_prob, x) - log_q).double().cpu().numpy())
+            if return_samples:
+                samples.append(x.double().cpu().numpy())
+        log_w = np.concatenate(weights)
+        return (np.concatenate(samples), log_w) if return_samples else log_w
+
+    @validate_params(
+        {"n_samples": [Interval(Integral, 1, None, closed="left")], "random_state": ["random_state"]},
+        prefer_skip_nested_validation=True,
+    )
+    def estimate_log_normalizer(self, n_samples=10000, random_state=None):
+        """Importance-sampling estimate of ``log Z``, the fitted flow as proposal.
+
+        ``log Z_hat = logsumexp_i(log_prob(x_i) - log q(x_i)) - log n`` with
+        ``x_i ~ q``. For a Bayesian posterior written as prior times
+        likelihood, ``log Z`` is the log-evidence. The estimate is consistent;
+        for finite ``n_samples`` it is biased low (Jensen), the less so the
+        closer ``q`` is to the target. It is at least :attr:`elbo_` up to
+        Monte Carlo error.
+
+        Parameters
+        ----------
+        n_samples : int, default=10000
+            Number of importance samples.
+        random_state : int, RandomState instance or None, default=None
+            Seeds the draw.
+
+        Returns
+        -------
+        log_normalizer : float
+            Estimate of ``log integral exp(log_prob(x)) dx``.
+        """
+        check_is_fitted(self)
+        seed = int(check_random_state(random_state).randint(np.iinfo(np.int32).max))
+        log_w = self._log_weights(n_samples, seed)
+        top = log_w.max()
+        return float(top + np.log(np.mean(np.exp(log_w - top))))
+
+    # -------------------------------------------------------------- scoring
+    def score_samples(self, X):
+        """Log-density of the fitted flow ``q`` at each row of X.
+
+        Available for the "iaf", "maf" and "realnvp" flows ("iaf" takes
+        ``n_features`` passes per layer); planar and radial layers have no
+        closed-form inverse, so their density is known only at their own
+        samples.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Points to evaluate.
+
+        Returns
+        -------
+        log_density : ndarray of shape (n_samples,)
+            ``log q(x)`` per row (float64), normalized.
+        """
+        check_is_fitted(self)
+        if self.flow not in _SCORABLE:
+            raise NotImplementedError(
+                f"A {self.flow!r} flow cannot evaluate its density at arbitrary points (its layers "
+                "have no closed-form inverse). Use flow='iaf', 'maf' or 'realnvp', or use "
+                "sample() and estimate_log_normalizer()."
+            )
+        X = validate_data(self, X, dtype=np.float64, reset=False)
+        device, out = self._device(), np.empty(len(X))
+        with torch.no_grad():
+            for start in range(0, len(X), INFERENCE_BATCH):
+                batch = torch.as_tensor(
+                    X[start : start + INFERENCE_BATCH], dtype=torch.float32, device=device
+                )
+                out[start : start + len(batch)] = self.flow_.log_prob(batch).double().cpu().numpy()
+        return out
+
+    def score(self, X, y=None):
+        """Mean log-density of the fitted flow over X (see :meth:`score_samples`).
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Points to evaluate.
+        y : None
+            Ignored.
+
+        Returns
+        -------
+        log_likelihood : float
+            Mean of :meth:`score_samples`.
+        """
+        return float(np.mean(self.score_samples(X)))
+
+    # ------------------------------------------------------------- sampling
+    @validate_params(
+        {"n_samples": [Interval(Integral, 1, None, closed="left")], "random_state": ["random_state"]},
+        prefer_skip_nested_validation=True,
+    )
+    def sample(self, n_samples=1, random_state=None):
+        """Draw samples from the fitted flow.
+
+        Parameters
+        ----------
+        n_samples : int, default=1
+            Number of samples.
+        random_state : int, RandomState instance or None, default=None
+            Seeds the draw; None draws fresh randomness.
+
+        Returns
+        -------
+        X : ndarray of shape (n_samples, n_features)
+            Samples (float64).
+        """
+        check_is_fitted(self)
+        seed = int(check_random_state(random_state).randint(np.iinfo(np.int32).max))
+        generator = torch.Generator(device=self._device()).manual_seed(seed)
+        chunks = []
+        with torch.no_grad():
+            for start in range(0, n_samples, INFERENCE_BATCH):
+                n = min(INFERENCE_BATCH, n_samples - start)
+                chunks.append(self.flow_.sample(n, generator).double().cpu().numpy())
+        return np.concatenate(chunks)
