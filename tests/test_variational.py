@@ -47,10 +47,10 @@ def _whitened_moment_errors(samples, mean, cov):
 
 
 GAUSSIAN_FLOWS = {
-    "iaf": dict(n_transforms=3, hidden_features=(32, 32)),
-    "realnvp": dict(n_transforms=4, hidden_features=(32, 32)),
-    "planar": dict(n_transforms=8),
-    "maf": dict(n_transforms=2, hidden_features=(32,)),
+    "iaf": {"n_transforms": 3, "hidden_features": (32, 32)},
+    "realnvp": {"n_transforms": 4, "hidden_features": (32, 32)},
+    "planar": {"n_transforms": 8},
+    "maf": {"n_transforms": 2, "hidden_features": (32,)},
 }
 
 
@@ -211,7 +211,7 @@ def _standard_normal(x):
 
 
 def test_reproducible_clone_and_pickle():
-    kwargs = dict(flow="iaf", n_transforms=2, hidden_features=(8,), max_steps=30, random_state=3)
+    kwargs = {"flow": "iaf", "n_transforms": 2, "hidden_features": (8,), "max_steps": 30, "random_state": 3}
     a = VariationalDensity(_standard_normal, 2, **kwargs).fit()
     b = clone(a).fit()
     np.testing.assert_array_equal(a.sample(5, random_state=0), b.sample(5, random_state=0))
