@@ -52,6 +52,8 @@ ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
 RESULTS = ROOT / "benchmarks" / "results"
 N_DRAWS = 4
+#: Training images scored for the train column.
+N_TRAIN_SCORED = 1000
 
 
 # ----------------------------------------------------------------- data
@@ -154,18 +156,18 @@ def digits_models():
 
 
 def mnist_models():
-    common = dict(n_bins=256, batch_size=64, lr=1e-3, patience=3, random_state=0, device="cpu")
+    common = dict(n_bins=256, batch_size=64, lr=1e-3, patience=2, random_state=0, device="cpu")
     return {
         "GaussianMixture (full cov.)": lambda: GMMOnPixels(256, grid=(1, 4, 8), n_copies=1),
         "MAF (5 x MADE 512)": lambda: MAFOnPixels(
-            256, n_transforms=5, hidden_features=(512,), max_epochs=30, batch_size=128, patience=3, random_state=0,
+            256, n_transforms=5, hidden_features=(512,), max_epochs=20, batch_size=128, patience=3, random_state=0,
             device="cpu",
         ),
         "RealNVP (2 levels, 16 ch.)": lambda: RealNVPImageDensity(
-            n_levels=2, hidden_channels=16, n_blocks=1, max_epochs=8, **common
+            n_levels=2, hidden_channels=16, n_blocks=1, max_epochs=4, **common
         ),
-        "Glow (2 levels x 4 steps, 32 ch.)": lambda: GlowDensity(
-            n_levels=2, n_steps=4, hidden_channels=32, n_blocks=1, max_epochs=8, **common
+        "Glow (2 levels x 3 steps, 32 ch.)": lambda: GlowDensity(
+            n_levels=2, n_steps=3, hidden_channels=32, n_blocks=1, max_epochs=6, **common
         ),
     }
 
@@ -173,33 +175,53 @@ def mnist_models():
 # ------------------------------------------------------------ reporting
 def _epochs(model):
     inner = getattr(model, "maf", model)
-    return getattr(inner, "n_iter_", "-")
+    return getattr(inner, "n_iter_", 0)
 
 
-def density_table(name, split, models, n_bins, image_shape):
+def _cache_path(name, label):
+    slug = "".join(c if c.isalnum() else "_" for c in label.split(" (")[0]).strip("_").lower()
+    return RESULTS / "cache" / f"{name}_{slug}.npz"
+
+
+def density_table(name, split, models, n_bins, image_shape, only=None):
+    """Fit and score each model (or load its cached row); return the table rows.
+
+    Results are cached per model in ``results/cache`` so that models can be run
+    in separate processes (``--only``) and joined by a final run.
+    """
     X_train, X_test, _, _ = split
     rows, grids = [], {"training images": X_train[:16]}
     for label, make in models.items():
-        torch.manual_seed(0)
-        model = make()
-        wall, cpu = time.perf_counter(), time.process_time()
-        model.fit(X_train)
-        wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
-        test_bpd = bits_per_dim(model, X_test)
-        train_bpd = bits_per_dim(model, X_train[:1000])
-        grids[label] = np.asarray(model.sample(16, random_state=0)).reshape(16, *image_shape)
-        rows.append((label, test_bpd, train_bpd, _epochs(model), cpu, wall))
-        print(f"[{name}] {label}: test {test_bpd:.3f} bits/dim, train {train_bpd:.3f}, {cpu:.0f} s CPU", flush=True)
-        _save_grid(name, grids, n_bins)
+        cache = _cache_path(name, label)
+        if not cache.exists() and (only is None or only.lower() in label.lower()):
+            torch.manual_seed(0)
+            model = make()
+            wall, cpu = time.perf_counter(), time.process_time()
+            model.fit(X_train)
+            wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+            test_bpd = bits_per_dim(model, X_test)
+            train_bpd = bits_per_dim(model, X_train[:N_TRAIN_SCORED])
+            samples = np.asarray(model.sample(16, random_state=0)).reshape(16, *image_shape)
+            cache.parent.mkdir(exist_ok=True)
+            np.savez(cache, row=np.array([test_bpd, train_bpd, _epochs(model), cpu, wall], dtype=float), samples=samples)
+            print(f"[{name}] {label}: test {test_bpd:.3f} bits/dim, train {train_bpd:.3f}, {cpu:.0f} s CPU", flush=True)
+        if cache.exists():
+            saved = np.load(cache)
+            test_bpd, train_bpd, epochs, cpu, wall = saved["row"]
+            rows.append((label, test_bpd, train_bpd, int(epochs), cpu, wall))
+            grids[label] = saved["samples"]
+    _save_grid(name, grids, n_bins)
     return rows
 
 
 def _save_grid(name, grids, n_bins):
-    fig, axes = plt.subplots(1, len(grids), figsize=(2.6 * len(grids), 2.9))
+    fig, axes = plt.subplots(1, len(grids), figsize=(2.4 * len(grids), 2.7))
     for ax, (label, images) in zip(np.atleast_1d(axes), grids.items()):
         h, w = images.shape[1:]
-        tiled = images[:16].reshape(4, 4, h, w).transpose(0, 2, 1, 3).reshape(4 * h, 4 * w)
-        ax.imshow(tiled, cmap="gray_r", vmin=0, vmax=n_bins - 1, interpolation="nearest")
+        padded = np.full((16, h + 1, w + 1), np.nan)
+        padded[:, :h, :w] = images[:16]
+        tiled = padded.reshape(4, 4, h + 1, w + 1).transpose(0, 2, 1, 3).reshape(4 * (h + 1), 4 * (w + 1))
+        ax.imshow(tiled, cmap="gray_r", vmin=0, vmax=n_bins - 1, interpolation="nearest", aspect="equal")
         ax.set_title(label, fontsize=7)
         ax.axis("off")
     fig.tight_layout()
@@ -229,31 +251,34 @@ def _markdown_density(name, rows, description):
 
 
 def outlier_table(classes=range(10)):
-    from skflow.image import GlowDensity
+    from skflow.outlier import FlowOutlierDetector
 
     X_train, X_test, y_train, y_test = digits_split()
+    flat_train, flat_test = X_train.reshape(len(X_train), -1), X_test.reshape(len(X_test), -1)
     rows = []
     for digit in classes:
-        inliers = X_train[y_train == digit]
+        inliers = flat_train[y_train == digit]
         is_outlier = (y_test != digit).astype(int)
-        flow = GlowDensity(
-            n_bins=17, n_levels=3, n_steps=2, hidden_channels=16, n_blocks=1, max_epochs=80, patience=10,
-            batch_size=32, random_state=0, device="cpu",
+        glow = GlowDensity(
+            image_shape=(1, 8, 8), n_bins=17, n_levels=3, n_steps=2, hidden_channels=16, n_blocks=1,
+            max_epochs=80, patience=10, batch_size=32, device="cpu",
         )
+        detector = FlowOutlierDetector(glow, random_state=0)
         cpu = time.process_time()
-        flow.fit(inliers)
+        detector.fit(inliers)
         cpu = time.process_time() - cpu
-        auc_flow = roc_auc_score(is_outlier, -flow.score_samples(X_test))
-        forest = IsolationForest(random_state=0).fit(inliers.reshape(len(inliers), -1))
-        auc_forest = roc_auc_score(is_outlier, -forest.score_samples(X_test.reshape(len(X_test), -1)))
+        auc_flow = roc_auc_score(is_outlier, -detector.score_samples(flat_test))
+        forest = IsolationForest(random_state=0).fit(inliers)
+        auc_forest = roc_auc_score(is_outlier, -forest.score_samples(flat_test))
         rows.append((digit, len(inliers), auc_flow, auc_forest, cpu))
         print(f"[outliers] digit {digit}: Glow {auc_flow:.3f}, IsolationForest {auc_forest:.3f}", flush=True)
     lines = [
         "## One-class outlier detection on digits (ROC AUC, higher is better)",
         "",
         "Fit on the training images of one digit (stratified 1437/360 split); score all 360 test "
-        "images; outliers are the test images of the other nine digits. Glow: 3 levels x 2 steps, "
-        "16 channels, `n_bins=17`, score = `score_samples` (log-likelihood bound). "
+        "images; outliers are the test images of the other nine digits. Flow: "
+        "`FlowOutlierDetector(GlowDensity(image_shape=(1, 8, 8), n_bins=17, n_levels=3, n_steps=2, "
+        "hidden_channels=16))` on flattened pixels, score = the log-likelihood bound. "
         "IsolationForest: default parameters on flattened pixels.",
         "",
         "| inlier digit | training images | Glow AUC | IsolationForest AUC | Glow fit CPU s |",
@@ -277,6 +302,7 @@ DESCRIPTIONS = {
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("parts", nargs="+", choices=["digits", "mnist", "outliers"])
+    parser.add_argument("--only", help="run only the models whose name contains this (others: cached rows)")
     args = parser.parse_args()
     RESULTS.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(1)
@@ -287,7 +313,10 @@ def main():
             split = digits_split() if part == "digits" else mnist_split()
             models = digits_models() if part == "digits" else mnist_models()
             n_bins, shape = (17, (8, 8)) if part == "digits" else (256, (28, 28))
-            text = _markdown_density(part, density_table(part, split, models, n_bins, shape), DESCRIPTIONS[part])
+            rows = density_table(part, split, models, n_bins, shape, args.only)
+            if args.only:
+                continue
+            text = _markdown_density(part, rows, DESCRIPTIONS[part])
         (RESULTS / f"image_density_{part}.md").write_text(text)
     header = [
         "# Image densities: bits/dim, samples, one-class outliers",

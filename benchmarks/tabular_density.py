@@ -173,6 +173,35 @@ def write_report(records, sets, models, seeds, command, path):
     path.write_text("\n".join(lines) + "\n")
 
 
+def plot_report(records, sets, models, path):
+    """Bars: mean held-out log-likelihood minus the tuned GMM's, per set."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    models = [m for m in models if m != "GMM (CV)"]
+    fig, ax = plt.subplots(figsize=(10, 4))
+    width = 0.8 / len(models)
+    for j, model in enumerate(models):
+        gaps, errs = [], []
+        for name in sets:
+            ref = {r["seed"]: r["mean"] for r in records if r["set"] == name and r["model"] == "GMM (CV)"}
+            diff = [r["mean"] - ref[r["seed"]] for r in records
+                    if r["set"] == name and r["model"] == model and r["seed"] in ref]
+            gaps.append(np.mean(diff) if diff else np.nan)
+            errs.append(np.std(diff) if diff else 0.0)
+        ax.bar(np.arange(len(sets)) + (j - (len(models) - 1) / 2) * width, gaps, width, yerr=errs, label=model)
+    ax.axhline(0, color="k", lw=0.8)
+    ax.set_xticks(np.arange(len(sets)), sets)
+    ax.set_ylabel("held-out log-lik. - tuned GMM (nats/row)")
+    ax.set_ylim(-10, None)
+    ax.legend(ncol=4, fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sets", nargs="+", default=list(SETS), choices=SETS)
@@ -204,6 +233,8 @@ def main(argv=None):
         sys.argv[1:] if argv is None else argv)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     write_report(records, args.sets, args.models, args.seeds, command.strip(), args.out)
+    if "GMM (CV)" in args.models:
+        plot_report(records, args.sets, args.models, args.out.with_suffix(".png"))
     print(args.out.read_text())
 
 

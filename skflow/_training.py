@@ -8,6 +8,7 @@ callback that keeps a diverging run from producing a broken model.
 """
 
 import copy
+import math
 
 import torch
 from skorch import NeuralNet
@@ -119,21 +120,26 @@ class FlowNet(NeuralNet):
 
 
 class DivergenceGuard(Callback):
-    """Recover from non-finite losses or gradients, or fail with advice.
+    """Clip gradients; recover from non-finite losses or gradients, or fail with advice.
 
-    A batch whose gradient is not finite has it zeroed (no NaN reaches the
-    weights); a batch whose loss is not finite is counted. At the end of an epoch that saw such a batch, or
-    whose weights are no longer finite, the module and optimizer are restored
-    to the last good epoch and the learning rate is halved. After
-    ``max_restarts`` restorations, training stops with a ``FloatingPointError``
-    that says what to try.
+    Each batch's gradient is clipped to total norm ``max_norm``; a gradient
+    that is not finite is zeroed instead (no NaN reaches the weights), and a
+    batch whose loss is not finite is counted. At the end of an epoch that saw
+    such a batch, or whose weights are no longer finite, the module and
+    optimizer are restored to the last good epoch and the learning rate is
+    halved. After ``max_restarts`` restorations, training stops with a
+    ``FloatingPointError`` that says what to try.
 
     Parameters
     ----------
+    max_norm : float, default=10.0
+        Gradient clipping threshold (total 2-norm).
     max_restarts : int, default=5
+        Restorations allowed before giving up.
     """
 
-    def __init__(self, max_restarts=5):
+    def __init__(self, max_norm=10.0, max_restarts=5):
+        self.max_norm = max_norm
         self.max_restarts = max_restarts
 
     def initialize(self):
@@ -155,14 +161,15 @@ class DivergenceGuard(Callback):
     def on_grad_computed(self, net, named_parameters, training=False, **kwargs):
         if not training:
             return
-        grads = [p.grad for _, p in named_parameters if p.grad is not None]
-        if grads and not torch.isfinite(torch.stack([g.norm() for g in grads])).all():
-            for g in grads:
-                g.zero_()
+        params = [p for _, p in named_parameters if p.grad is not None]
+        norm = torch.nn.utils.clip_grad_norm_(params, self.max_norm)
+        if not torch.isfinite(norm):
+            for p in params:
+                p.grad.zero_()
             self.bad_batches_ += 1
 
     def on_batch_end(self, net, batch=None, training=False, loss=None, **kwargs):
-        if training and loss is not None and not torch.isfinite(loss).all():
+        if training and loss is not None and not math.isfinite(float(loss)):
             self.bad_batches_ += 1
 
     def on_epoch_end(self, net, **kwargs):

@@ -12,7 +12,7 @@ from sklearn.base import BaseEstimator, DensityMixin, _fit_context
 from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions, validate_params
 from sklearn.utils.validation import check_is_fitted, validate_data
-from skorch.callbacks import EarlyStopping, GradientNormClipping
+from skorch.callbacks import EarlyStopping
 from skorch.helper import predefined_split
 
 from ._preprocessing import Standardizer
@@ -76,7 +76,7 @@ class FlowDensity(DensityMixin, BaseEstimator):
             )
 
     def _make_net(self, module, device, noise_width, valid_data, seed):
-        callbacks = [("divergence_guard", DivergenceGuard()), ("clip", GradientNormClipping(GRADIENT_CLIP))]
+        callbacks = [("divergence_guard", DivergenceGuard(max_norm=GRADIENT_CLIP))]
         train_split = None
         if valid_data is not None:
             train_split = predefined_split(TensorDataset(valid_data, device=device))

@@ -28,6 +28,19 @@ def _default_estimator():
     return MAFDensity()
 
 
+def _as_rows(X):
+    """Flatten images ``(n, ...)`` to rows; return the rows and the per-sample shape.
+
+    Two-dimensional X passes through unchanged with shape None.
+    """
+    if getattr(X, "ndim", None) is None:
+        X = np.asarray(X)
+    if X.ndim > 2:
+        X = np.asarray(X)
+        return X.reshape(len(X), -1), X.shape[1:]
+    return X, None
+
+
 def _seed_members(estimator, n_estimators, random_state):
     """Unfitted clones of ``estimator``, each with its own integer seed."""
     rng = check_random_state(random_state)
@@ -98,7 +111,10 @@ class FlowOutlierDetector(OutlierMixin, BaseEstimator):
     offset_ : float
         ``decision_function = score_samples - offset_``.
     n_features_in_ : int
-        Number of features seen during fit.
+        Number of features (pixels, for images) seen during fit.
+    sample_shape_ : tuple of int or None
+        Per-sample shape of image X (None for rows): X passed later is
+        reshaped to it before scoring.
     feature_names_in_ : ndarray of shape (n_features_in_,)
         Column names, when X was a DataFrame with string column names.
 
@@ -145,8 +161,11 @@ class FlowOutlierDetector(OutlierMixin, BaseEstimator):
 
         Parameters
         ----------
-        X : array-like of shape (n_samples, n_features)
-            Training data (normal rows, possibly with some outliers).
+        X : array-like of shape (n_samples, n_features) or (n_samples, ...)
+            Training data (normal rows, possibly with some outliers). Images
+            of any per-sample shape are passed on to ``estimator`` as they
+            are (e.g. to :class:`skflow.image.GlowDensity`); ``n_features_in_``
+            counts their pixels.
         y : None
             Ignored.
 
@@ -155,7 +174,8 @@ class FlowOutlierDetector(OutlierMixin, BaseEstimator):
         self : object
             The fitted detector.
         """
-        X = validate_data(self, X, dtype=np.float64, ensure_min_samples=2)
+        X, self.sample_shape_ = _as_rows(X)
+        X = self._restore_shape(validate_data(self, X, dtype=np.float64, ensure_min_samples=2))
         estimator = _default_estimator() if self.estimator is None else self.estimator
         self.estimators_ = [
             self._fit_member(member, X) for member in _seed_members(estimator, self.n_estimators, self.random_state)
@@ -163,6 +183,10 @@ class FlowOutlierDetector(OutlierMixin, BaseEstimator):
         self.estimator_ = self.estimators_[0]
         self.offset_ = _compute_offset(self._score(X), self.contamination)
         return self
+
+    def _restore_shape(self, X):
+        """Rows back to the per-sample shape of the training X (images)."""
+        return X if self.sample_shape_ is None else X.reshape(len(X), *self.sample_shape_)
 
     def _fit_member(self, member, X):
         member.fit(X)
@@ -188,8 +212,8 @@ class FlowOutlierDetector(OutlierMixin, BaseEstimator):
             Higher is more normal.
         """
         check_is_fitted(self)
-        X = validate_data(self, X, dtype=np.float64, reset=False)
-        return self._score(X)
+        X, _ = _as_rows(X)
+        return self._score(self._restore_shape(validate_data(self, X, dtype=np.float64, reset=False)))
 
     def decision_function(self, X):
         """Score shifted by the threshold: negative for outliers.

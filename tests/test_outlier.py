@@ -199,3 +199,20 @@ def test_invalid_parameters_raise(params):
 def test_invalid_estimator_raises():
     with pytest.raises(InvalidParameterError):
         FlowOutlierDetector(StandardScaler()).fit(_data())
+
+
+def test_images_are_passed_to_an_image_density():
+    from sklearn.datasets import load_digits
+
+    from skflow.image import RealNVPImageDensity
+
+    images = load_digits().images[:60].astype(int)  # (60, 8, 8), values 0..16
+    density = RealNVPImageDensity(n_bins=17, hidden_channels=4, n_blocks=1, max_epochs=2, n_score_draws=1)
+    detector = FlowOutlierDetector(density, random_state=0).fit(images)
+    assert detector.sample_shape_ == (8, 8) and detector.n_features_in_ == 64
+    scores = detector.score_samples(images[:5])
+    np.testing.assert_allclose(scores, detector.estimator_.score_samples(images[:5]))
+    # Flat rows of the same pixels are reshaped to images before scoring.
+    np.testing.assert_allclose(detector.score_samples(images[:5].reshape(5, 64)), scores)
+    with pytest.raises(ValueError, match="features"):
+        detector.score_samples(np.zeros((2, 7, 7)))

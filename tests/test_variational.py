@@ -71,8 +71,10 @@ def gaussian_fit(request):
 
 
 def test_log_normalizer_of_correlated_gaussian(gaussian_fit):
-    log_z = gaussian_fit.estimate_log_normalizer(20000, random_state=0)
+    log_z, ess = gaussian_fit.estimate_log_normalizer(20000, random_state=0, return_ess=True)
     assert abs(log_z - GAUSSIAN_LOG_Z) < 0.02
+    assert 0.5 < ess <= 1.0
+    assert gaussian_fit.estimate_log_normalizer(20000, random_state=0) == log_z
     # The ELBO bounds log Z from below (up to Monte Carlo error) and is close to it.
     assert GAUSSIAN_LOG_Z - 0.1 < gaussian_fit.elbo_ < GAUSSIAN_LOG_Z + 0.01
 
