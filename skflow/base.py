@@ -66,7 +66,8 @@ class FlowDensity(DensityMixin, BaseEstimator):
 
     # ------------------------------------------------------------------ fit
     def _build_flow(self, n_features):
-        raise NotImplementedError
+        """Return the torch :class:`~skflow.flows.Flow` to fit (defined by subclasses)."""
+        raise TypeError(f"{type(self).__name__} does not define _build_flow; use a concrete estimator.")
 
     def _check_hidden_features(self):
         hidden = self.hidden_features

@@ -211,9 +211,6 @@ class _StackedFlowDensity(FlowDensity):
         self.random_state = random_state
         self.verbose = verbose
 
-    def _layer(self, k, n_features):
-        raise NotImplementedError
-
     def _build_flow(self, n_features):
         layers = []
         for k in range(self.n_transforms):

@@ -6,6 +6,8 @@ both log-determinants of shape ``(n_samples,)``. Density estimation uses the
 forward direction: ``log p(x) = log p_base(z) + log|det dz/dx|``.
 """
 
+import abc
+
 import torch
 from torch import nn
 
@@ -22,19 +24,19 @@ def sum_except_batch(x):
     return x.reshape(x.shape[0], -1).sum(dim=1)
 
 
-class Transform(nn.Module):
+class Transform(nn.Module, abc.ABC):
     """A bijection ``x -> z`` with a tractable log-determinant.
 
     Subclasses implement :meth:`forward` and :meth:`inverse`.
     """
 
+    @abc.abstractmethod
     def forward(self, x):
         """Map data to latent space; return ``(z, log|det dz/dx|)``."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def inverse(self, z):
         """Map latent to data space; return ``(x, log|det dx/dz|)``."""
-        raise NotImplementedError
 
 
 class Compose(Transform):
