@@ -209,7 +209,7 @@ def tables(cache, sets, methods, command):
         lines += ["", f"## {protocol} ({n_seeds} seed{'s' if n_seeds > 1 else ''})", ""]
         lines.append("| set | " + " | ".join(present) + " | gap |")
         lines.append("|---" * (len(present) + 2) + "|")
-        means = {m: [] for m in present}
+        means, gaps = {m: [] for m in present}, {}
         for name in sets:
             row = {m: np.mean(auc[(m, name)]) for m in present if (m, name) in auc}
             if len(row) < len(present):
@@ -219,14 +219,32 @@ def tables(cache, sets, methods, command):
             peers = [row[m] for m in present if not m.startswith("skflow")]
             gap = max(peers) - row["skflow"] if "skflow" in row and peers else float("nan")
             lines.append(f"| {name} | " + " | ".join(cells) + f" | {gap:+.3f} |")
+            gaps[name] = gap
             for m in present:
                 means[m].append(row[m])
         mean = {m: float(np.mean(v)) for m, v in means.items()}
         best = max(mean.values())
         cells = [f"**{mean[m]:.3f}**" if mean[m] == best else f"{mean[m]:.3f}" for m in present]
         lines.append("| **mean** | " + " | ".join(cells) + " | |")
+        lines += ["", _target_check(mean, gaps)]
         summary[protocol] = (mean, {m: {s: np.mean(auc[(m, s)]) for s in sets if (m, s) in auc} for m in present})
     return "\n".join(lines) + "\n", summary
+
+
+def _target_check(mean, gaps):
+    """One sentence: does skflow have the best mean and no set 0.05 behind?"""
+    if "skflow" not in mean:
+        return ""
+    peers = {m: v for m, v in mean.items() if not m.startswith("skflow")}
+    best_peer = max(peers, key=peers.get)
+    behind = {name: gap for name, gap in gaps.items() if gap > 0.05}
+    verdict = "met" if mean["skflow"] > peers[best_peer] and not behind else "NOT met"
+    worse = ", ".join(f"{name} ({gap:+.3f})" for name, gap in behind.items()) or "none"
+    return (
+        f"Target (skflow's default has the best mean and trails the best peer by at most 0.05 on every set): "
+        f"**{verdict}**. skflow mean {mean['skflow']:.3f}, best peer {best_peer} {peers[best_peer]:.3f}; "
+        f"sets more than 0.05 behind: {worse}."
+    )
 
 
 def plot(summary, path):
