@@ -169,6 +169,9 @@ def mnist_models():
         "Glow (2 levels x 3 steps, 32 ch.)": lambda: GlowDensity(
             n_levels=2, n_steps=3, hidden_channels=32, n_blocks=1, max_epochs=6, **common
         ),
+        "Glow, 20 epochs (2 levels x 3 steps, 32 ch.)": lambda: GlowDensity(
+            n_levels=2, n_steps=3, hidden_channels=32, n_blocks=1, max_epochs=20, **{**common, "patience": 3}
+        ),
     }
 
 
