@@ -35,18 +35,18 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from sklearn.datasets import load_digits  # noqa: E402
-from sklearn.ensemble import IsolationForest  # noqa: E402
-from sklearn.metrics import roc_auc_score  # noqa: E402
-from sklearn.mixture import GaussianMixture  # noqa: E402
-from sklearn.model_selection import train_test_split  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+from sklearn.datasets import load_digits
+from sklearn.ensemble import IsolationForest
+from sklearn.metrics import roc_auc_score
+from sklearn.mixture import GaussianMixture
+from sklearn.model_selection import train_test_split
 
-from skflow import MAFDensity  # noqa: E402
-from skflow._image import bits_per_dim, uniform_dequantized_score_samples  # noqa: E402
-from skflow.image import GlowDensity, RealNVPImageDensity  # noqa: E402
+from skflow import MAFDensity
+from skflow._image import bits_per_dim, uniform_dequantized_score_samples
+from skflow.image import GlowDensity, RealNVPImageDensity
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
@@ -93,7 +93,9 @@ class GMMOnPixels:
     def _fit_one(self, X, n_components):
         rng = np.random.default_rng(self.random_state)
         Y = np.concatenate([X + rng.random(X.shape) for _ in range(self.n_copies)])
-        gmm = GaussianMixture(n_components, covariance_type="full", reg_covar=1e-3, random_state=self.random_state)
+        gmm = GaussianMixture(
+            n_components, covariance_type="full", reg_covar=1e-3, random_state=self.random_state
+        )
         return gmm.fit(Y)
 
     def fit(self, X):
@@ -137,11 +139,17 @@ class MAFOnPixels:
 
 
 def digits_models():
-    common = dict(n_bins=17, batch_size=64, lr=1e-3, patience=10, random_state=0, device="cpu")
+    common = {"n_bins": 17, "batch_size": 64, "lr": 1e-3, "patience": 10, "random_state": 0, "device": "cpu"}
     return {
         "GaussianMixture (full cov.)": lambda: GMMOnPixels(17),
         "MAF (5 x MADE 256x2)": lambda: MAFOnPixels(
-            17, n_transforms=5, hidden_features=(256, 256), max_epochs=200, batch_size=64, random_state=0, device="cpu"
+            17,
+            n_transforms=5,
+            hidden_features=(256, 256),
+            max_epochs=200,
+            batch_size=64,
+            random_state=0,
+            device="cpu",
         ),
         "RealNVP (2 levels, 32 ch.)": lambda: RealNVPImageDensity(
             n_levels=2, hidden_channels=32, n_blocks=1, max_epochs=60, **common
@@ -150,17 +158,29 @@ def digits_models():
             n_levels=3, n_steps=4, hidden_channels=32, n_blocks=1, max_epochs=60, **common
         ),
         "Glow + variational deq.": lambda: GlowDensity(
-            n_levels=3, n_steps=4, hidden_channels=32, n_blocks=1, max_epochs=60, dequantization="variational", **common
+            n_levels=3,
+            n_steps=4,
+            hidden_channels=32,
+            n_blocks=1,
+            max_epochs=60,
+            dequantization="variational",
+            **common,
         ),
     }
 
 
 def mnist_models():
-    common = dict(n_bins=256, batch_size=64, lr=1e-3, patience=2, random_state=0, device="cpu")
+    common = {"n_bins": 256, "batch_size": 64, "lr": 1e-3, "patience": 2, "random_state": 0, "device": "cpu"}
     return {
         "GaussianMixture (full cov.)": lambda: GMMOnPixels(256, grid=(1, 4, 8), n_copies=1),
         "MAF (5 x MADE 512)": lambda: MAFOnPixels(
-            256, n_transforms=5, hidden_features=(512,), max_epochs=20, batch_size=128, patience=3, random_state=0,
+            256,
+            n_transforms=5,
+            hidden_features=(512,),
+            max_epochs=20,
+            batch_size=128,
+            patience=3,
+            random_state=0,
             device="cpu",
         ),
         "RealNVP (2 levels, 16 ch.)": lambda: RealNVPImageDensity(
@@ -206,8 +226,15 @@ def density_table(name, split, models, n_bins, image_shape, only=None, fit_missi
             train_bpd = bits_per_dim(model, X_train[:N_TRAIN_SCORED])
             samples = np.asarray(model.sample(16, random_state=0)).reshape(16, *image_shape)
             cache.parent.mkdir(exist_ok=True)
-            np.savez(cache, row=np.array([test_bpd, train_bpd, _epochs(model), cpu, wall], dtype=float), samples=samples)
-            print(f"[{name}] {label}: test {test_bpd:.3f} bits/dim, train {train_bpd:.3f}, {cpu:.0f} s CPU", flush=True)
+            np.savez(
+                cache,
+                row=np.array([test_bpd, train_bpd, _epochs(model), cpu, wall], dtype=float),
+                samples=samples,
+            )
+            print(
+                f"[{name}] {label}: test {test_bpd:.3f} bits/dim, train {train_bpd:.3f}, {cpu:.0f} s CPU",
+                flush=True,
+            )
         if cache.exists():
             saved = np.load(cache)
             test_bpd, train_bpd, epochs, cpu, wall = saved["row"]
@@ -246,8 +273,10 @@ def _markdown_density(name, rows, description):
     lines += [f"| {r[0]} | {r[1]:.3f} | {r[2]:.3f} | {r[3] or '-'} | {r[4]:.0f} | {r[5]:.0f} |" for r in rows]
     lines += [
         "",
-        f"Best skflow flow beats the Gaussian mixture by {gmm - best_flow:.3f} bits/dim "
-        f"(target: >= 0.5). Samples: `image_density_samples_{name}.png`.",
+        (
+            f"Best skflow flow beats the Gaussian mixture by {gmm - best_flow:.3f} bits/dim "
+            f"(target: >= 0.5). Samples: `image_density_samples_{name}.png`."
+        ),
         "",
     ]
     return "\n".join(lines)
@@ -263,8 +292,16 @@ def outlier_table(classes=range(10)):
         inliers = flat_train[y_train == digit]
         is_outlier = (y_test != digit).astype(int)
         glow = GlowDensity(
-            image_shape=(1, 8, 8), n_bins=17, n_levels=3, n_steps=2, hidden_channels=16, n_blocks=1,
-            max_epochs=80, patience=10, batch_size=32, device="cpu",
+            image_shape=(1, 8, 8),
+            n_bins=17,
+            n_levels=3,
+            n_steps=2,
+            hidden_channels=16,
+            n_blocks=1,
+            max_epochs=80,
+            patience=10,
+            batch_size=32,
+            device="cpu",
         )
         detector = FlowOutlierDetector(glow, random_state=0)
         cpu = time.process_time()
@@ -278,11 +315,13 @@ def outlier_table(classes=range(10)):
     lines = [
         "## One-class outlier detection on digits (ROC AUC, higher is better)",
         "",
-        "Fit on the training images of one digit (stratified 1437/360 split); score all 360 test "
-        "images; outliers are the test images of the other nine digits. Flow: "
-        "`FlowOutlierDetector(GlowDensity(image_shape=(1, 8, 8), n_bins=17, n_levels=3, n_steps=2, "
-        "hidden_channels=16))` on flattened pixels, score = the log-likelihood bound. "
-        "IsolationForest: default parameters on flattened pixels.",
+        (
+            "Fit on the training images of one digit (stratified 1437/360 split); score all 360 test "
+            "images; outliers are the test images of the other nine digits. Flow: "
+            "`FlowOutlierDetector(GlowDensity(image_shape=(1, 8, 8), n_bins=17, n_levels=3, n_steps=2, "
+            "hidden_channels=16))` on flattened pixels, score = the log-likelihood bound. "
+            "IsolationForest: default parameters on flattened pixels."
+        ),
         "",
         "| inlier digit | training images | Glow AUC | IsolationForest AUC | Glow fit CPU s |",
         "|---|---|---|---|---|",
@@ -306,7 +345,9 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("parts", nargs="+", choices=["digits", "mnist", "outliers"])
     parser.add_argument("--only", help="run only the models whose name contains this (others: cached rows)")
-    parser.add_argument("--report", action="store_true", help="fit nothing: write the tables from cached rows")
+    parser.add_argument(
+        "--report", action="store_true", help="fit nothing: write the tables from cached rows"
+    )
     args = parser.parse_args()
     RESULTS.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(1)
@@ -325,8 +366,12 @@ def main():
     header = [
         "# Image densities: bits/dim, samples, one-class outliers",
         "",
-        "Produced by `OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 PYTHONPATH=. python benchmarks/image_density.py digits mnist outliers` "
-        "(CPU, one thread; the machine was shared, so wall times are inflated; CPU times are the process's own).",
+        (
+            "Produced by `OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 PYTHONPATH=. python benchmarks/image_density.py digits mnist outliers` "
+            "(CPU, one thread; the machine was shared, so wall times are inflated; CPU times are the process's own). "
+            "The MNIST models ran in parallel processes (`mnist --only <name>`, each row cached in "
+            "`results/cache/`) and the tables were joined by `mnist --report`; same code and settings."
+        ),
         "",
     ]
     parts = [(RESULTS / f"image_density_{p}.md") for p in ("digits", "mnist", "outliers")]

@@ -13,16 +13,16 @@ Run (about two minutes of one CPU core)::
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from sklearn.datasets import load_digits  # noqa: E402
-from sklearn.ensemble import IsolationForest  # noqa: E402
-from sklearn.metrics import roc_auc_score  # noqa: E402
-from sklearn.mixture import GaussianMixture  # noqa: E402
-from sklearn.model_selection import train_test_split  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+from sklearn.datasets import load_digits
+from sklearn.ensemble import IsolationForest
+from sklearn.metrics import roc_auc_score
+from sklearn.mixture import GaussianMixture
+from sklearn.model_selection import train_test_split
 
-from skflow._image import bits_per_dim, uniform_dequantized_score_samples  # noqa: E402
-from skflow.image import GlowDensity  # noqa: E402
+from skflow._image import bits_per_dim, uniform_dequantized_score_samples
+from skflow.image import GlowDensity
 
 digits = load_digits()
 X = digits.images.astype(int)  # (1797, 8, 8), values 0..16; flat (n, 64) + image_shape also works
@@ -42,7 +42,9 @@ class DequantizedGMM:
     """The same bookkeeping for the mixture: log P(x) >= log mean_k p(x + u_k)."""
 
     def score_samples(self, X):
-        return uniform_dequantized_score_samples(gmm.score_samples, X.reshape(len(X), -1), n_bins=17, n_draws=4)
+        return uniform_dequantized_score_samples(
+            gmm.score_samples, X.reshape(len(X), -1), n_bins=17, n_draws=4
+        )
 
 
 print(f"Gaussian mixture: {bits_per_dim(DequantizedGMM(), X_test):.3f} bits/dim")

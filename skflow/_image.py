@@ -37,15 +37,15 @@ from .transforms import Compose
 from .transforms.image import Logit
 
 __all__ = [
-    "ImageLayout",
-    "check_images",
-    "restore_layout",
-    "check_pixels",
-    "bits_per_dim",
-    "dequantization_noise",
-    "uniform_dequantized_score_samples",
     "DequantizedImageFlow",
     "ImageFlowDensity",
+    "ImageLayout",
+    "bits_per_dim",
+    "check_images",
+    "check_pixels",
+    "dequantization_noise",
+    "restore_layout",
+    "uniform_dequantized_score_samples",
 ]
 
 #: Images per forward pass when scoring (conv activations are large).
@@ -62,7 +62,9 @@ def _resolve_shape(image_shape):
     if len(shape) == 2:
         shape = (1, *shape)
     if len(shape) != 3 or min(shape) < 1:
-        raise ValueError(f"image_shape must be (C, H, W) or (H, W) of positive integers, got {image_shape!r}.")
+        raise ValueError(
+            f"image_shape must be (C, H, W) or (H, W) of positive integers, got {image_shape!r}."
+        )
     return shape
 
 
@@ -105,7 +107,9 @@ def check_images(X, image_shape=None, **check_params):
         if shape is None:
             raise ValueError("Flat X of shape (n_samples, n_features) needs image_shape=(C, H, W).")
         if int(np.prod(shape)) != X.shape[1]:
-            raise ValueError(f"X has {X.shape[1]} features, but image_shape {shape} has {int(np.prod(shape))} pixels.")
+            raise ValueError(
+                f"X has {X.shape[1]} features, but image_shape {shape} has {int(np.prod(shape))} pixels."
+            )
     else:
         raise ValueError(f"Expected images with 2, 3 or 4 dimensions, got an array of {X.ndim}.")
     return X.reshape(len(X), *shape), ImageLayout(X.ndim, shape)
@@ -306,7 +310,11 @@ class ImageFlowDensity(FlowDensity):
     """
 
     _parameter_constraints = {
-        **{k: v for k, v in FlowDensity._parameter_constraints.items() if k not in ("hidden_features", "dequantize")},
+        **{
+            k: v
+            for k, v in FlowDensity._parameter_constraints.items()
+            if k not in ("hidden_features", "dequantize")
+        },
         "image_shape": [tuple, list, None],
         "n_bins": [Interval(Integral, 2, None, closed="left"), None],
         "dequantization": [StrOptions(set(_DEQUANTIZERS))],
@@ -327,9 +335,17 @@ class ImageFlowDensity(FlowDensity):
             images, layout = check_images(flat, self.image_shape_ if not reset else self.image_shape)
         else:
             images, layout = check_images(X, None if reset else self.image_shape_, ensure_min_samples=ensure)
-            if reset and self.image_shape is not None and _resolve_shape(self.image_shape) != layout.image_shape:
-                raise ValueError(f"X has images of shape {layout.image_shape}, but image_shape is {self.image_shape}.")
-            flat = validate_data(self, images.reshape(len(images), -1), reset=reset, ensure_min_samples=ensure)
+            if (
+                reset
+                and self.image_shape is not None
+                and _resolve_shape(self.image_shape) != layout.image_shape
+            ):
+                raise ValueError(
+                    f"X has images of shape {layout.image_shape}, but image_shape is {self.image_shape}."
+                )
+            flat = validate_data(
+                self, images.reshape(len(images), -1), reset=reset, ensure_min_samples=ensure
+            )
         if self.n_bins:
             check_pixels(flat, self.n_bins)
         return flat, layout
@@ -355,7 +371,9 @@ class ImageFlowDensity(FlowDensity):
             batch = torch.as_tensor(rows, dtype=torch.float32, device=device)
             noise = dequantization_noise(rows, n_draws) if self.n_bins else [None]
             draws = [
-                module.log_prob(batch, None if u is None else torch.as_tensor(u, dtype=torch.float32, device=device))
+                module.log_prob(
+                    batch, None if u is None else torch.as_tensor(u, dtype=torch.float32, device=device)
+                )
                 .double()
                 .cpu()
                 .numpy()

@@ -25,7 +25,7 @@ from .transforms.image import (
     checkerboard_mask,
 )
 
-__all__ = ["RealNVPImageDensity", "GlowDensity"]
+__all__ = ["GlowDensity", "RealNVPImageDensity"]
 
 _POSITIVE_INT = [Interval(Integral, 1, None, closed="left")]
 
@@ -99,7 +99,10 @@ def _realnvp(shape, n_levels, hidden_channels, n_blocks):
     def checkers(channels, h, w, count):
         layers = []
         for k in range(count):
-            layers += [_coupling(checkerboard_mask(h, w, k % 2), channels, hidden_channels, n_blocks), ActNorm(channels)]
+            layers += [
+                _coupling(checkerboard_mask(h, w, k % 2), channels, hidden_channels, n_blocks),
+                ActNorm(channels),
+            ]
         return layers
 
     if n_levels == 1 or not _can_squeeze(shape):

@@ -138,7 +138,7 @@ def test_variational_dequantization_log_q_matches_autograd():
     for i in range(2):
         e = torch.special.ndtri(v[i])
         # q(y | x) = N(e) / |det dy/de|, with e -> y computed by autograd
-        ladj = _autograd_ladj(lambda t: deq(x[i : i + 1], torch.special.ndtr(t))[0], e)
+        ladj = _autograd_ladj(lambda t, row=x[i : i + 1]: deq(row, torch.special.ndtr(t))[0], e)
         expected = norm.logpdf(e.numpy()).sum() - float(ladj)
         assert float(log_q[i].detach()) == pytest.approx(expected, abs=1e-8)
 
@@ -177,7 +177,11 @@ def test_bits_per_dim_of_identity_flow_computed_by_hand():
     # sum_d log N((x_d + u_d) / K - 1/2) - D log K for the noise u.
     n_bins, shape = 4, (1, 2, 2)
     module = DequantizedImageFlow(
-        Flow(Flatten(shape), StandardNormal(4)), shape, n_bins, UniformDequantization(n_bins), logit_alpha=None
+        Flow(Flatten(shape), StandardNormal(4)),
+        shape,
+        n_bins,
+        UniformDequantization(n_bins),
+        logit_alpha=None,
     ).double()
     x = np.array([[0.0, 1.0, 2.0, 3.0], [3.0, 3.0, 0.0, 1.0]])
     u = np.array([[0.5, 0.25, 0.75, 0.1], [0.0, 0.9, 0.3, 0.6]])
@@ -219,7 +223,14 @@ def _digits(n=120):
 
 
 def _tiny(cls, **params):
-    settings = dict(hidden_channels=4, n_blocks=1, max_epochs=2, batch_size=32, random_state=0, device="cpu")
+    settings = {
+        "hidden_channels": 4,
+        "n_blocks": 1,
+        "max_epochs": 2,
+        "batch_size": 32,
+        "random_state": 0,
+        "device": "cpu",
+    }
     if cls is GlowDensity:
         settings["n_steps"] = 1
     return cls(**{**settings, **params})
@@ -289,7 +300,9 @@ def test_continuous_images_get_float_samples_and_the_scaling_jacobian():
     assert samples.shape == (4, 2, 4, 4) and samples.dtype == np.float64
     # scaling X by c changes log p by -D log c
     scaled = clone(est).fit(3.0 * X)
-    np.testing.assert_allclose(scaled.score_samples(3.0 * X[:5]), est.score_samples(X[:5]) - 32 * math.log(3.0), rtol=1e-4)
+    np.testing.assert_allclose(
+        scaled.score_samples(3.0 * X[:5]), est.score_samples(X[:5]) - 32 * math.log(3.0), rtol=1e-4
+    )
 
 
 def test_invalid_inputs_raise():

@@ -17,14 +17,14 @@ from torch.nn import functional as F
 from ._base import Transform, sum_except_batch
 
 __all__ = [
-    "Logit",
-    "Squeeze",
+    "ConvResNet",
     "Flatten",
     "InvertibleConv1x1",
+    "Logit",
     "MultiScale",
-    "ConvResNet",
-    "checkerboard_mask",
+    "Squeeze",
     "channel_mask",
+    "checkerboard_mask",
 ]
 
 
@@ -53,7 +53,9 @@ class Logit(Transform):
     def inverse(self, z):
         p = torch.sigmoid(z)
         y = (p - self.alpha) / (1 - 2 * self.alpha)
-        ladj = sum_except_batch(F.logsigmoid(z) + F.logsigmoid(-z)) - z[0].numel() * math.log(1 - 2 * self.alpha)
+        ladj = sum_except_batch(F.logsigmoid(z) + F.logsigmoid(-z)) - z[0].numel() * math.log(
+            1 - 2 * self.alpha
+        )
         return y, ladj
 
 
