@@ -117,11 +117,11 @@ def test_constraints_hold_after_training(name):
     for layer in layers:
         if name == "planar":
             assert _planar_constraint(layer) > -1
-            moved += float(layer.u_hat().norm())
+            moved += float(layer.u_hat().detach().norm())
         else:
             alpha, beta = layer.alpha_beta()
             assert alpha > 0 and beta > -alpha
-            moved += abs(float(beta))
+            moved += abs(float(beta.detach()))
     assert moved > 1e-2  # training did change the layers
     # Every determinant along the flow's own samples is positive and finite.
     z = torch.randn(512, 2)
