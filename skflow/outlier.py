@@ -151,11 +151,20 @@ class FlowOutlierDetector(OutlierMixin, BaseEstimator):
       8 small sets for three times the cost, so ``n_estimators=1`` is the
       default and larger ensembles an option.
 
+    **Robust training.** In the unsupervised protocol (fit on all rows,
+    outliers included) the default scored a mean AUC of 0.835 over the 16
+    sets, ``trim=0.1`` 0.819: trimming helped a little on 9 sets (up to
+    +0.014 on ``shuttle`` and ``thyroid``) but lost 0.24 on ``wine``, whose
+    outliers form a tight group that survives the first fit, so ``trim``
+    defaults to 0.
+
     Integer-valued columns are dequantized by the density itself, which
     keeps repeated values from making the density spike. The benchmark
     records where flows trail the best classical peer (``cardio``,
     ``mammography``, ``satellite``): there a simple, smooth density (a
     diagonal Gaussian, or a KDE with a wide bandwidth) separates better.
+    Semi-supervised mean AUC (3 seeds): this detector 0.902, KDE 0.907,
+    KNN 0.904, LOF 0.896, GMM 0.884, IsolationForest 0.872.
 
     See Also
     --------
