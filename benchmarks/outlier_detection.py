@@ -56,7 +56,7 @@ from sklearn.svm import OneClassSVM
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from skflow.outlier import FlowOutlierDetector  # noqa: E402
+from skflow.outlier import FlowOutlierDetector
 
 DATA = ROOT.parent / "shared" / "data" / "adbench"
 RESULTS = ROOT / "benchmarks" / "results"
@@ -127,8 +127,10 @@ METHODS = {
 #: The runs behind the committed tables (the last one only writes the report).
 RUN_COMMANDS = (
     "OMP_NUM_THREADS=1 python benchmarks/outlier_detection.py --seeds 3 --max-train 2000",
-    "OMP_NUM_THREADS=1 python benchmarks/outlier_detection.py --seeds 0 --unsupervised-seeds 1 --max-train 2000 "
-    "--methods skflow-trim --cache benchmarks/results/outlier_detection_trim.json",
+    (
+        "OMP_NUM_THREADS=1 python benchmarks/outlier_detection.py --seeds 0 --unsupervised-seeds 1 --max-train 2000 "
+        "--methods skflow-trim --cache benchmarks/results/outlier_detection_trim.json"
+    ),
 )
 
 #: Variants run only when named in ``--methods``.
@@ -153,7 +155,10 @@ def split(y, protocol, seed, max_train):
     rng = np.random.RandomState(seed)
     if protocol == "semi-supervised":
         normal = rng.permutation(np.flatnonzero(y == 0))
-        train, test = normal[: len(normal) // 2], np.concatenate([normal[len(normal) // 2 :], np.flatnonzero(y == 1)])
+        train, test = (
+            normal[: len(normal) // 2],
+            np.concatenate([normal[len(normal) // 2 :], np.flatnonzero(y == 1)]),
+        )
         if len(train) > max_train:
             train = np.sort(rng.choice(train, max_train, replace=False))
         return train, test
@@ -250,9 +255,14 @@ def tables(cache, sets, methods, command):
         best = max(mean.values())
         cells = [f"**{mean[m]:.3f}**" if mean[m] == best else f"{mean[m]:.3f}" for m in present]
         lines.append("| **mean** | " + " | ".join(cells) + " | |")
-        lines.append("| seconds per fit+score | " + " | ".join(f"{np.mean(seconds[m]):.1f}" for m in present) + " | |")
+        lines.append(
+            "| seconds per fit+score | " + " | ".join(f"{np.mean(seconds[m]):.1f}" for m in present) + " | |"
+        )
         lines += ["", _target_check(mean, gaps)]
-        summary[protocol] = (mean, {m: {s: np.mean(auc[(m, s)]) for s in sets if (m, s) in auc} for m in present})
+        summary[protocol] = (
+            mean,
+            {m: {s: np.mean(auc[(m, s)]) for s in sets if (m, s) in auc} for m in present},
+        )
     return "\n".join(lines) + "\n", summary
 
 
@@ -285,7 +295,11 @@ def plot(summary, path):
         for method, values in per_set.items():
             y = [values.get(name, np.nan) for name in names]
             color = plt.cm.tab10(list(METHODS).index(method) % 10)
-            style = dict(color="crimson", marker="*", s=140, zorder=3) if method == "skflow" else dict(color=color, marker="o", s=25, alpha=0.7)
+            style = (
+                {"color": "crimson", "marker": "*", "s": 140, "zorder": 3}
+                if method == "skflow"
+                else {"color": color, "marker": "o", "s": 25, "alpha": 0.7}
+            )
             ax.scatter(x, y, label=f"{method} (mean {mean[method]:.3f})", **style)
         ax.set_xticks(x, [n.split("_", 1)[1] for n in names], rotation=35, ha="right")
         ax.set_ylabel("ROC AUC")
@@ -297,13 +311,17 @@ def plot(summary, path):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--seeds", type=int, default=3, help="seeds of the semi-supervised protocol")
     parser.add_argument("--unsupervised-seeds", type=int, default=1)
     parser.add_argument("--max-train", type=int, default=5000, help="subsample larger training sets to this")
     parser.add_argument("--sets", nargs="*", default=None)
     parser.add_argument("--methods", nargs="*", default=[m for m in METHODS if m not in EXTRA_METHODS])
-    parser.add_argument("--cache", default=str(RESULTS / "outlier_detection.json"), help="JSON file of scores")
+    parser.add_argument(
+        "--cache", default=str(RESULTS / "outlier_detection.json"), help="JSON file of scores"
+    )
     parser.add_argument("--merge", nargs="*", default=[], help="more cache files to read for the report")
     parser.add_argument("--report-only", action="store_true", help="write the table and plot from the cache")
     args = parser.parse_args()

@@ -26,5 +26,7 @@ labels = detector.predict(X[test])
 is_malignant = y[test] == 0
 
 print(f"ROC AUC (malignant vs held-out benign): {roc_auc_score(is_malignant, -scores):.3f}")
-print(f"flagged: {np.mean(labels[is_malignant] == -1):.0%} of malignant, "
-      f"{np.mean(labels[~is_malignant] == -1):.0%} of held-out benign")
+print(
+    f"flagged: {np.mean(labels[is_malignant] == -1):.0%} of malignant, "
+    f"{np.mean(labels[~is_malignant] == -1):.0%} of held-out benign"
+)

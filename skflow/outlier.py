@@ -226,7 +226,8 @@ class FlowOutlierDetector(OutlierMixin, BaseEstimator):
         X = self._restore_shape(validate_data(self, X, dtype=np.float64, ensure_min_samples=2))
         estimator = _default_estimator() if self.estimator is None else self.estimator
         self.estimators_ = [
-            self._fit_member(member, X) for member in _seed_members(estimator, self.n_estimators, self.random_state)
+            self._fit_member(member, X)
+            for member in _seed_members(estimator, self.n_estimators, self.random_state)
         ]
         self.estimator_ = self.estimators_[0]
         self.offset_ = _compute_offset(self._score(X), self.contamination)

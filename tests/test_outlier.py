@@ -128,7 +128,9 @@ def test_grid_search_tunes_nested_parameters():
 
 def test_pipeline_and_realnvp_estimator():
     X = _data() * 100 + 5
-    pipe = make_pipeline(StandardScaler(), FlowOutlierDetector(RealNVPDensity(n_transforms=2, max_epochs=3), random_state=0))
+    pipe = make_pipeline(
+        StandardScaler(), FlowOutlierDetector(RealNVPDensity(n_transforms=2, max_epochs=3), random_state=0)
+    )
     labels = pipe.fit(X).predict(X)
     assert set(np.unique(labels)) <= {-1, 1}
 
@@ -189,7 +191,13 @@ def test_bad_inputs_raise():
 
 @pytest.mark.parametrize(
     "params",
-    [{"contamination": 0.6}, {"contamination": 0.0}, {"contamination": "high"}, {"n_estimators": 0}, {"trim": 0.5}],
+    [
+        {"contamination": 0.6},
+        {"contamination": 0.0},
+        {"contamination": "high"},
+        {"n_estimators": 0},
+        {"trim": 0.5},
+    ],
 )
 def test_invalid_parameters_raise(params):
     with pytest.raises(InvalidParameterError):
