@@ -341,6 +341,17 @@ DESCRIPTIONS = {
 }
 
 
+#: What we saw in the sample grids of the committed run (written by hand after looking at them).
+SAMPLE_NOTES = {
+    "digits": "Sample grids, looked at: RealNVP and both Glows give recognisable but noisy digits (0, 3, 5, 7, 9); "
+    "the mixture gives blurry averages, MAF noisy strokes.",
+    "mnist": "Sample grids, looked at: after 4-12 CPU epochs the image flows give stroke fragments and blobs, not "
+    "digits (RealNVP mostly blank with specks); MAF's samples look more digit-like in outline despite its "
+    "worse bits/dim, the mixture's are blurred superpositions. Good likelihood came before good samples here; "
+    "sharper samples need far longer training (and usually a sampling temperature below 1).",
+}
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("parts", nargs="+", choices=["digits", "mnist", "outliers"])
@@ -361,7 +372,7 @@ def main():
             rows = density_table(part, split, models, n_bins, shape, args.only, not args.report)
             if args.only:
                 continue
-            text = _markdown_density(part, rows, DESCRIPTIONS[part])
+            text = _markdown_density(part, rows, DESCRIPTIONS[part]) + SAMPLE_NOTES[part] + "\n"
         (RESULTS / f"image_density_{part}.md").write_text(text)
     header = [
         "# Image densities: bits/dim, samples, one-class outliers",
