@@ -15,7 +15,7 @@ __all__ = ["MADEDensity", "MAFDensity", "RealNVPDensity"]
 _COMMON_DOC = """
     max_epochs : int, default=300
         Maximum number of passes over the training data.
-    batch_size : int, default=256
+    batch_size : int, default=64
         Rows per gradient step.
     lr : float, default=1e-3
         Learning rate of AdamW.
@@ -120,7 +120,7 @@ class MADEDensity(FlowDensity):
         n_components=1,
         order="natural",
         max_epochs=300,
-        batch_size=256,
+        batch_size=64,
         lr=1e-3,
         weight_decay=1e-5,
         validation_fraction=0.1,
@@ -185,7 +185,7 @@ class _StackedFlowDensity(FlowDensity):
         base="normal",
         n_components=10,
         max_epochs=300,
-        batch_size=256,
+        batch_size=64,
         lr=1e-3,
         weight_decay=1e-5,
         validation_fraction=0.1,
