@@ -169,7 +169,7 @@ class DivergenceGuard(Callback):
             self.bad_batches_ += 1
 
     def on_batch_end(self, net, batch=None, training=False, loss=None, **kwargs):
-        if training and loss is not None and not math.isfinite(loss.item()):
+        if training and loss is not None and not math.isfinite(loss.detach().item()):
             self.bad_batches_ += 1
 
     def on_epoch_end(self, net, **kwargs):
