@@ -9,7 +9,7 @@ import argparse
 import time
 
 import numpy as np
-from sklearn.datasets import load_breast_cancer, load_diabetes, load_digits, load_iris, load_wine
+from sklearn.datasets import load_breast_cancer, load_diabetes, load_iris, load_wine
 from sklearn.mixture import GaussianMixture
 from sklearn.model_selection import GridSearchCV, train_test_split
 
@@ -20,7 +20,6 @@ DATASETS = {
     "wine": lambda: load_wine().data,
     "diabetes": lambda: load_diabetes(scaled=False).data,
     "breast_cancer": lambda: load_breast_cancer().data,
-    "digits": lambda: load_digits().data,
 }
 
 
