@@ -49,7 +49,7 @@ def _timings(n_features):
     X_eval = _synthetic(N_ROWS, n_features, seed=1)
     out = {}
     for name, cls in [("MAF", MAFDensity), ("IAF", IAFDensity)]:
-        est = cls(max_epochs=2, validation_fraction=0, device="cpu", random_state=0)
+        est = cls(max_epochs=2, batch_size=256, validation_fraction=0, device="cpu", random_state=0)
         start = time.perf_counter()
         est.fit(X)
         out[name] = {
@@ -70,7 +70,7 @@ def _quality():
     train, test = X[order[: len(X) * 4 // 5]], X[order[len(X) * 4 // 5 :]]
     rows = {}
     for name, cls in [("MAF", MAFDensity), ("IAF", IAFDensity)]:
-        est = cls(max_epochs=40, patience=10, device="cpu", random_state=0)
+        est = cls(max_epochs=40, batch_size=256, patience=10, device="cpu", random_state=0)
         start = time.perf_counter()
         est.fit(train)
         rows[name] = (est.score(test), time.perf_counter() - start, est.n_iter_)
