@@ -4,6 +4,7 @@ from ._base import Compose, Inverse, Transform, soft_clamp
 from .autoregressive import MADE, MaskedAffineAutoregressive, MaskedLinear
 from .coupling import MLP, AffineCoupling, alternating_masks
 from .normalization import ActNorm, BatchNorm
+from .planar import Planar, Radial
 
 __all__ = [
     "Transform",
@@ -18,4 +19,6 @@ __all__ = [
     "alternating_masks",
     "BatchNorm",
     "ActNorm",
+    "Planar",
+    "Radial",
 ]
