@@ -6,13 +6,12 @@ each batch; reverse-KL fitting has no data, and each step draws its own
 batch from the model being trained. Forcing that through skorch would need a
 dummy dataset and a module that ignores its input, with the early stopping,
 divergence handling and the snapshot of the best weights still written by
-hand. The loop in ``VariationalDensity._train`` (Adam, gradient clipping,
+hand. The loop in ``skflow._variational_flows.fit_reverse_kl`` (Adam, gradient clipping,
 early stopping on an exponentially smoothed ELBO with one tenfold
 learning-rate drop at the first plateau, restore-and-halve-the-rate on
 divergence) is about fifty lines and keeps those mechanisms visible.
 """
 
-import math
 from numbers import Integral, Real
 
 import numpy as np
@@ -22,87 +21,18 @@ from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions, validate_params
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from .base import GRADIENT_CLIP, INFERENCE_BATCH, resolve_device
-from .distributions import StandardNormal
-from .flows import Flow
-from .transforms import (
-    MLP,
-    ActNorm,
-    AffineCoupling,
-    Compose,
-    Inverse,
-    MaskedAffineAutoregressive,
-    alternating_masks,
-)
-from .transforms.planar import Planar, Radial
+from ._variational_flows import FLOW_LAYERS, fit_reverse_kl
+from ._variational_flows import build_flow as _build_flow
+from ._variational_flows import target_log_prob as _target_log_prob
+from .base import INFERENCE_BATCH, resolve_device
 
 __all__ = ["VariationalDensity"]
 
-#: Weight of the newest step in the exponentially smoothed ELBO (about 50 steps of memory).
-SMOOTHING = 0.02
 #: Samples behind the reported ``elbo_``.
 ELBO_SAMPLES = 8192
-#: Divergences (non-finite samples or gradients) recovered from before giving up.
-MAX_RESTARTS = 5
 #: Flows that can evaluate their own density at arbitrary points.
 _SCORABLE = {"iaf", "maf", "realnvp"}
 _DEFAULT_N_TRANSFORMS = {"planar": 16, "radial": 16, "iaf": 5, "maf": 5, "realnvp": 6}
-
-
-def _reversing_order(n_features, k):
-    order = torch.arange(n_features)
-    return order if k % 2 == 0 else order.flip(0)
-
-
-_LAYERS = {
-    "planar": lambda d, k, n, hidden: Planar(d),
-    "radial": lambda d, k, n, hidden: Radial(d),
-    "iaf": lambda d, k, n, hidden: Inverse(MaskedAffineAutoregressive(d, hidden, _reversing_order(d, k))),
-    "maf": lambda d, k, n, hidden: MaskedAffineAutoregressive(d, hidden, _reversing_order(d, k)),
-    "realnvp": lambda d, k, n, hidden: AffineCoupling(alternating_masks(d, n)[k], MLP(d, 2 * d, hidden)),
-}
-
-
-def _build_flow(name, n_features, n_transforms, hidden_features):
-    """Standard normal noise -> ``n_transforms`` layers -> a learned per-feature affine map.
-
-    The affine map sits on the data side, so it carries the target's location
-    and scale while the layers work on inputs of about unit scale.
-    """
-    layers = [_LAYERS[name](n_features, k, n_transforms, hidden_features) for k in range(n_transforms)]
-    affine = ActNorm(n_features)
-    affine.initialized.fill_(True)  # no data-dependent initialisation: there is no data
-    return Flow(Compose(affine, *layers), StandardNormal(n_features))
-
-
-def _target_log_prob(log_prob, x, check_grad=False):
-    """Evaluate the user's unnormalized log-density, refusing malformed output."""
-    out = log_prob(x)
-    if not isinstance(out, torch.Tensor):
-        raise TypeError(
-            f"log_prob must return a torch.Tensor of shape (n,), got {type(out).__name__}. "
-            "Write it with torch operations so that it can be differentiated."
-        )
-    if out.shape != (x.shape[0],):
-        raise ValueError(
-            f"log_prob must map a tensor of shape (n, n_features) to shape (n,); it mapped "
-            f"{tuple(x.shape)} to {tuple(out.shape)}."
-        )
-    bad = ~torch.isfinite(out)
-    if bad.any():
-        where = x[bad][0].detach().cpu().numpy()
-        raise ValueError(
-            f"log_prob returned NaN or infinite values at {int(bad.sum())} of {len(out)} points "
-            f"drawn from the flow (e.g. at x={np.array2string(where, precision=3)}). The "
-            "unnormalized log-density must be finite wherever the flow may put mass; for a "
-            "bounded support, fit the flow to an unconstrained reparametrisation."
-        )
-    if check_grad and not out.requires_grad:
-        raise ValueError(
-            "log_prob's output does not depend differentiably on its input: write it with "
-            "torch operations on the input tensor (no .numpy(), .item() or .detach())."
-        )
-    return out
 
 
 class VariationalDensity(DensityMixin, BaseEstimator):
@@ -206,7 +136,7 @@ class VariationalDensity(DensityMixin, BaseEstimator):
     _parameter_constraints = {
         "log_prob": [callable],
         "n_features": [Interval(Integral, 1, None, closed="left")],
-        "flow": [StrOptions(set(_LAYERS))],
+        "flow": [StrOptions(set(FLOW_LAYERS))],
         "n_transforms": [Interval(Integral, 1, None, closed="left"), None],
         "hidden_features": [tuple, list],
         "batch_size": [Interval(Integral, 1, None, closed="left")],
@@ -277,7 +207,16 @@ class VariationalDensity(DensityMixin, BaseEstimator):
             torch.manual_seed(init_seed)
             flow = _build_flow(self.flow, self.n_features, n_transforms, hidden).to(device)
         generator = torch.Generator(device=device).manual_seed(loop_seed)
-        history = self._train(flow, generator)
+        history = fit_reverse_kl(
+            flow,
+            self.log_prob,
+            generator,
+            batch_size=self.batch_size,
+            max_steps=self.max_steps,
+            lr=self.lr,
+            patience=self.patience,
+            verbose=self.verbose,
+        )
         flow.eval()
         self.flow_ = flow
         self.elbo_history_ = np.asarray(history)
@@ -285,68 +224,6 @@ class VariationalDensity(DensityMixin, BaseEstimator):
         self.n_features_in_ = self.n_features
         self.elbo_ = float(np.mean(self._log_weights(ELBO_SAMPLES, elbo_seed)))
         return self
-
-    def _train(self, flow, generator):
-        """Adam on the negative ELBO; returns the per-step ELBOs.
-
-        The first plateau of the smoothed ELBO (``patience`` steps without a
-        new best) restarts from the best weights with a tenth of the learning
-        rate; the second ends training. A non-finite sample or gradient also
-        restarts from the best weights, with half the rate.
-        """
-        params = list(flow.parameters())
-        lr, restarts, plateaus = self.lr, 0, 0
-        optimizer = torch.optim.Adam(params, lr=lr)
-        best_params = [p.detach().clone() for p in params]
-        best, smoothed, since_best, history = -math.inf, None, 0, []
-        report_every = max(1, self.max_steps // 20)
-
-        def restart(factor):
-            nonlocal optimizer, lr, since_best
-            with torch.no_grad():
-                for p, saved in zip(params, best_params):
-                    p.copy_(saved)
-            lr, since_best = lr * factor, 0
-            optimizer = torch.optim.Adam(params, lr=lr)
-
-        for step in range(self.max_steps):
-            x, log_q = flow.rsample_and_log_prob(self.batch_size, generator)
-            finite = bool(torch.isfinite(x).all() and torch.isfinite(log_q).all())
-            if finite:
-                elbo = (_target_log_prob(self.log_prob, x, check_grad=step == 0) - log_q).mean()
-                optimizer.zero_grad()
-                (-elbo).backward()
-                finite = bool(torch.isfinite(torch.nn.utils.clip_grad_norm_(params, GRADIENT_CLIP)))
-            if not finite:
-                restarts += 1
-                if restarts > MAX_RESTARTS:
-                    raise FloatingPointError(
-                        f"Training diverged {restarts} times (non-finite samples or gradients), even "
-                        "after halving the learning rate each time. Try a smaller `lr`, fewer "
-                        "`n_transforms`, or check that log_prob is smooth where the flow samples."
-                    )
-                restart(0.5)
-                continue
-            optimizer.step()
-            value = float(elbo.detach())
-            history.append(value)
-            smoothed = value if smoothed is None else smoothed + SMOOTHING * (value - smoothed)
-            if smoothed > best:
-                best, since_best = smoothed, 0
-                with torch.no_grad():
-                    for p, saved in zip(params, best_params):
-                        saved.copy_(p)
-            else:
-                since_best += 1
-            if self.verbose and (step + 1) % report_every == 0:
-                print(f"step {step + 1:6d}  smoothed ELBO {smoothed:.4f}  lr {lr:.2g}")
-            if since_best >= self.patience:
-                plateaus += 1
-                if plateaus > 1:
-                    break
-                restart(0.1)
-        restart(1.0)
-        return history
 
     # ---------------------------------------------------------- estimation
     def _device(self):

@@ -1,0 +1,146 @@
+"""The flows and the target check behind :class:`skflow.variational.VariationalDensity`."""
+
+import math
+
+import numpy as np
+import torch
+
+from .base import GRADIENT_CLIP
+from .distributions import StandardNormal
+from .flows import Flow
+from .transforms import (
+    MLP,
+    ActNorm,
+    AffineCoupling,
+    Compose,
+    Inverse,
+    MaskedAffineAutoregressive,
+    alternating_masks,
+)
+from .transforms.planar import Planar, Radial
+
+__all__ = ["FLOW_LAYERS", "build_flow", "target_log_prob", "fit_reverse_kl"]
+
+#: Weight of the newest step in the exponentially smoothed ELBO (about 50 steps of memory).
+SMOOTHING = 0.02
+#: Divergences (non-finite samples or gradients) recovered from before giving up.
+MAX_RESTARTS = 5
+
+
+def _reversing_order(n_features, k):
+    order = torch.arange(n_features)
+    return order if k % 2 == 0 else order.flip(0)
+
+
+FLOW_LAYERS = {
+    "planar": lambda d, k, n, hidden: Planar(d),
+    "radial": lambda d, k, n, hidden: Radial(d),
+    "iaf": lambda d, k, n, hidden: Inverse(MaskedAffineAutoregressive(d, hidden, _reversing_order(d, k))),
+    "maf": lambda d, k, n, hidden: MaskedAffineAutoregressive(d, hidden, _reversing_order(d, k)),
+    "realnvp": lambda d, k, n, hidden: AffineCoupling(alternating_masks(d, n)[k], MLP(d, 2 * d, hidden)),
+}
+
+
+def build_flow(name, n_features, n_transforms, hidden_features):
+    """Standard normal noise -> ``n_transforms`` layers -> a learned per-feature affine map.
+
+    The affine map sits on the data side, so it carries the target's location
+    and scale while the layers work on inputs of about unit scale.
+    """
+    layers = [FLOW_LAYERS[name](n_features, k, n_transforms, hidden_features) for k in range(n_transforms)]
+    affine = ActNorm(n_features)
+    affine.initialized.fill_(True)  # no data-dependent initialisation: there is no data
+    return Flow(Compose(affine, *layers), StandardNormal(n_features))
+
+
+def target_log_prob(log_prob, x, check_grad=False):
+    """Evaluate the user's unnormalized log-density, refusing malformed output."""
+    out = log_prob(x)
+    if not isinstance(out, torch.Tensor):
+        raise TypeError(
+            f"log_prob must return a torch.Tensor of shape (n,), got {type(out).__name__}. "
+            "Write it with torch operations so that it can be differentiated."
+        )
+    if out.shape != (x.shape[0],):
+        raise ValueError(
+            f"log_prob must map a tensor of shape (n, n_features) to shape (n,); it mapped "
+            f"{tuple(x.shape)} to {tuple(out.shape)}."
+        )
+    bad = ~torch.isfinite(out)
+    if bad.any():
+        where = x[bad][0].detach().cpu().numpy()
+        raise ValueError(
+            f"log_prob returned NaN or infinite values at {int(bad.sum())} of {len(out)} points "
+            f"drawn from the flow (e.g. at x={np.array2string(where, precision=3)}). The "
+            "unnormalized log-density must be finite wherever the flow may put mass; for a "
+            "bounded support, fit the flow to an unconstrained reparametrisation."
+        )
+    if check_grad and not out.requires_grad:
+        raise ValueError(
+            "log_prob's output does not depend differentiably on its input: write it with "
+            "torch operations on the input tensor (no .numpy(), .item() or .detach())."
+        )
+    return out
+
+
+def fit_reverse_kl(flow, log_prob, generator, *, batch_size, max_steps, lr, patience, verbose=0):
+    """Adam on the negative ELBO; returns the per-step ELBOs.
+
+    The first plateau of the smoothed ELBO (``patience`` steps without a
+    new best) restarts from the best weights with a tenth of the learning
+    rate; the second ends training. A non-finite sample or gradient also
+    restarts from the best weights, with half the rate.
+    """
+    params = list(flow.parameters())
+    restarts, plateaus = 0, 0
+    optimizer = torch.optim.Adam(params, lr=lr)
+    best_params = [p.detach().clone() for p in params]
+    best, smoothed, since_best, history = -math.inf, None, 0, []
+    report_every = max(1, max_steps // 20)
+
+    def restart(factor):
+        nonlocal optimizer, lr, since_best
+        with torch.no_grad():
+            for p, saved in zip(params, best_params):
+                p.copy_(saved)
+        lr, since_best = lr * factor, 0
+        optimizer = torch.optim.Adam(params, lr=lr)
+
+    for step in range(max_steps):
+        x, log_q = flow.rsample_and_log_prob(batch_size, generator)
+        finite = bool(torch.isfinite(x).all() and torch.isfinite(log_q).all())
+        if finite:
+            elbo = (target_log_prob(log_prob, x, check_grad=step == 0) - log_q).mean()
+            optimizer.zero_grad()
+            (-elbo).backward()
+            finite = bool(torch.isfinite(torch.nn.utils.clip_grad_norm_(params, GRADIENT_CLIP)))
+        if not finite:
+            restarts += 1
+            if restarts > MAX_RESTARTS:
+                raise FloatingPointError(
+                    f"Training diverged {restarts} times (non-finite samples or gradients), even "
+                    "after halving the learning rate each time. Try a smaller `lr`, fewer "
+                    "`n_transforms`, or check that log_prob is smooth where the flow samples."
+                )
+            restart(0.5)
+            continue
+        optimizer.step()
+        value = float(elbo.detach())
+        history.append(value)
+        smoothed = value if smoothed is None else smoothed + SMOOTHING * (value - smoothed)
+        if smoothed > best:
+            best, since_best = smoothed, 0
+            with torch.no_grad():
+                for p, saved in zip(params, best_params):
+                    saved.copy_(p)
+        else:
+            since_best += 1
+        if verbose and (step + 1) % report_every == 0:
+            print(f"step {step + 1:6d}  smoothed ELBO {smoothed:.4f}  lr {lr:.2g}")
+        if since_best >= patience:
+            plateaus += 1
+            if plateaus > 1:
+                break
+            restart(0.1)
+    restart(1.0)
+    return history
