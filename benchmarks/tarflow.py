@@ -334,7 +334,9 @@ def join():
         "",
         f"Produced by `{command}` (the parts may run in separate invocations; each writes "
         "`results/tarflow_<part>.md` and they are joined here), on the CPU with one thread; 2 cores were "
-        "shared with other jobs, so wall times are inflated; CPU times are the process's own.",
+        "shared with other jobs, so wall times are inflated; CPU times are the process's own. "
+        "RealNVP, Glow and MAF on the same digits and MNIST splits, with the same bound, are in "
+        "`image_density.md` (run by `image_density.py`, not repeated here).",
         "",
     ]
     text += [p.read_text() for p in parts]
