@@ -6,7 +6,7 @@ import pytest
 from skflow import MADEDensity, MAFDensity, RealNVPDensity
 
 ESTIMATORS = {
-    "made_mog": lambda **kw: MADEDensity(n_components=4, **kw),
+    "made_mog": lambda **kw: MADEDensity(n_components=4, hidden_features=(32, 32), **kw),
     "maf": lambda **kw: MAFDensity(n_transforms=3, hidden_features=(32, 32), **kw),
     "maf_bn_mixture": lambda **kw: MAFDensity(
         n_transforms=2, hidden_features=(32,), batch_norm=True, base="mixture", n_components=3, **kw

@@ -161,7 +161,7 @@ def test_invalid_hyperparameters_raise_at_fit(params, wine):
 
 
 def test_early_stopping_and_history(wine):
-    stopped = MADEDensity(hidden_features=(64, 64), max_epochs=500, patience=3, random_state=0).fit(wine)
+    stopped = MADEDensity(hidden_features=(32, 32), max_epochs=500, patience=3, random_state=0).fit(wine)
     assert stopped.n_iter_ < 500
     valid = np.array(stopped.history_[:, "valid_loss"])
     # the best weights are restored: the final model scores the best validation epoch
@@ -179,7 +179,7 @@ def test_verbose_prints_a_progress_table(wine, capsys):
 def test_integer_columns_are_dequantized_and_sampled_as_integers():
     rng = np.random.default_rng(0)
     X = np.c_[rng.poisson(3, 800), rng.normal(size=800), rng.integers(0, 2, 800)].astype(float)
-    est = MAFDensity(n_transforms=2, max_epochs=30, random_state=0).fit(X)
+    est = MAFDensity(n_transforms=2, hidden_features=(32, 32), max_epochs=30, random_state=0).fit(X)
     np.testing.assert_array_equal(est.standardizer_.integer_, [True, False, True])
     samples = est.sample(500, random_state=0)
     assert np.all(samples[:, [0, 2]] == np.round(samples[:, [0, 2]]))
@@ -227,7 +227,7 @@ def test_huge_and_tiny_scales(scale, wine):
 def test_heavy_tails_and_unseen_extremes_get_sensible_log_densities(cls):
     rng = np.random.default_rng(0)
     X = np.c_[rng.standard_t(1.5, 2000), rng.normal(size=2000), rng.lognormal(0, 1, 2000)]
-    est = cls(max_epochs=40, random_state=0).fit(X)
+    est = cls(hidden_features=(32, 32), max_epochs=25, random_state=0).fit(X)
     assert np.all(np.isfinite(est.score_samples(X)))
     # held-out rows far beyond the training range: finite, and lower the further out
     center = np.median(X, axis=0)
