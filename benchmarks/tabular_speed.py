@@ -14,6 +14,7 @@ Run (from the repository root)::
 """
 
 import argparse
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -141,7 +142,7 @@ def main(argv=None):
     sample_med = {k: float(np.median(v)) for k, v in sample_times.items()}
     sk, zk, hand = "skflow MAFDensity", "zuko MAF + loop", "skflow module + loop"
     n_train = len(X_train)
-    command = "OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 PYTHONPATH=. python benchmarks/tabular_speed.py " + " ".join(
+    command = "OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 PYTHONPATH=. python benchmarks/tabular_speed.py " + shlex.join(
         sys.argv[1:] if argv is None else argv)
     lines = [
         "# Tabular speed: skflow MAFDensity vs zuko MAF + hand-written loop",
