@@ -197,6 +197,9 @@ def write_report(records, sets, models, seeds, command, path):
         "",
         "## Mean held-out log-likelihood (nats/row)",
         "",
+        "Plot: `tabular_density.png` (per set and model, median over seeds of the difference to the tuned GMM, "
+        "clipped at +-10 nats).",
+        "",
         *_table(records, sets, models, "mean", "set"),
         "",
         "Winner per set (mean over seeds): "
@@ -232,8 +235,8 @@ def write_report(records, sets, models, seeds, command, path):
     path.write_text("\n".join(lines) + "\n")
 
 
-def plot_report(records, sets, models, path):
-    """Bars: mean held-out log-likelihood minus the tuned GMM's, per set."""
+def plot_report(records, sets, models, path, limit=10.0):
+    """Bars: median over seeds of (held-out log-likelihood - tuned GMM's), clipped to +-limit."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -243,19 +246,24 @@ def plot_report(records, sets, models, path):
     fig, ax = plt.subplots(figsize=(10, 4))
     width = 0.8 / len(models)
     for j, model in enumerate(models):
-        gaps, errs = [], []
+        x = np.arange(len(sets)) + (j - (len(models) - 1) / 2) * width
+        gaps = []
         for name in sets:
             ref = {r["seed"]: r["mean"] for r in records if r["set"] == name and r["model"] == "GMM (CV)"}
             diff = [r["mean"] - ref[r["seed"]] for r in records
                     if r["set"] == name and r["model"] == model and r["seed"] in ref]
-            gaps.append(np.mean(diff) if diff else np.nan)
-            errs.append(np.std(diff) if diff else 0.0)
-        ax.bar(np.arange(len(sets)) + (j - (len(models) - 1) / 2) * width, gaps, width, yerr=errs, label=model)
+            gaps.append(np.median(diff) if diff else np.nan)
+        gaps = np.asarray(gaps)
+        ax.bar(x, np.clip(gaps, -limit, limit), width, label=model)
+        for xi, g in zip(x, gaps):
+            if np.isfinite(g) and abs(g) > limit:
+                ax.text(xi, np.sign(g) * limit, f"{g:.3g}", rotation=90, fontsize=6, ha="center",
+                        va="top" if g < 0 else "bottom")
     ax.axhline(0, color="k", lw=0.8)
     ax.set_xticks(np.arange(len(sets)), sets)
-    ax.set_ylabel("held-out log-lik. - tuned GMM (nats/row)")
-    ax.set_ylim(-10, None)
-    ax.legend(ncol=4, fontsize=8)
+    ax.set_ylabel("held-out log-lik. - tuned GMM\n(nats/row, median over seeds)")
+    ax.set_ylim(-limit * 1.1, limit * 1.1)
+    ax.legend(ncol=3, fontsize=7, loc="upper left")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
