@@ -309,6 +309,9 @@ class ImageFlowDensity(FlowDensity):
     returning a :class:`~skflow.flows.Flow` over ``(n, C, H, W)`` tensors.
     """
 
+    _tail_weight = 0.0  # image scores are dequantization bounds; no tail mixture
+
+
     _parameter_constraints = {
         **{
             k: v

@@ -301,3 +301,27 @@ def test_scoring_and_sampling_run_in_batches(wine, monkeypatch):
 def test_device_auto_resolves_to_available_device():
     assert skflow.base.resolve_device("auto") == ("cuda" if torch.cuda.is_available() else "cpu")
     assert skflow.base.resolve_device("cpu") == "cpu"
+
+
+def test_tail_guard_bounds_unseen_values_of_a_near_constant_column():
+    # one column holds a single value in 99.5% of rows (as in ADBench's cardio); a held-out
+    # value that no training row had, inside the training range, used to get about -1e6 nats
+    rng = np.random.default_rng(0)
+    X = np.c_[rng.normal(size=(2000, 2)), np.where(rng.random(2000) < 0.995, 0.5, rng.uniform(0, 30, 2000))]
+    est = MAFDensity(hidden_features=(32, 32), max_epochs=30, random_state=0).fit(X)
+    unseen = np.array([[0.0, 0.0, 17.3], [1.0, -1.0, 0.5 + 1e-3]])
+    scores = est.score_samples(unseen)
+    z = est.standardizer_.transform(unseen)
+    floor = (
+        np.log(skflow.base.TAIL_WEIGHT)
+        - 0.5 * np.sum((z / skflow.base.TAIL_SCALE) ** 2, axis=1)
+        - 3 * np.log(skflow.base.TAIL_SCALE * np.sqrt(2 * np.pi))
+        + est.standardizer_.log_det_
+    )
+    assert np.all(scores >= floor - 1e-9)
+    assert np.all(scores > -100)
+    # and the guard costs at most log(1 - w) where the flow is confident
+    typical = est.score_samples(X[:200])
+    Z = est.standardizer_.transform(X[:200])
+    flow_only = est._log_prob(Z) + est.standardizer_.log_det_
+    assert np.all(typical >= flow_only + np.log1p(-skflow.base.TAIL_WEIGHT) - 1e-9)
