@@ -326,7 +326,8 @@ class ImageFlowDensity(FlowDensity):
     }
 
     def _build_image_flow(self, image_shape):
-        raise NotImplementedError
+        """Return the flow over ``(n, C, H, W)`` tensors (defined by subclasses)."""
+        raise TypeError(f"{type(self).__name__} does not define _build_image_flow; use a concrete estimator.")
 
     def _check_hidden_features(self):
         """Image flows have no ``hidden_features``; nothing to check."""
