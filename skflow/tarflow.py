@@ -14,14 +14,20 @@ from sklearn.base import _fit_context
 from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.metaestimators import available_if
-from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_data
-from skorch.helper import predefined_split
+from sklearn.utils.validation import check_is_fitted
 
-from ._image import _PixelScaler, check_images, check_pixels, dequantization_noise, restore_layout
-from ._preprocessing import Standardizer
-from ._tarflow_parts import _AugmentedBatchIterator, _BinScaler, _tweedie_step
-from ._training import TensorDataset
-from .base import INFERENCE_BATCH, FlowDensity, _split_indices, resolve_device
+from ._image import dequantization_noise
+from ._tarflow_parts import (
+    _check_rows,
+    _class_log_prob,
+    _draw_rows,
+    _encode_labels,
+    _fit_net,
+    _fit_scaler,
+    _pick_labels,
+    _restore_rows,
+)
+from .base import FlowDensity, _split_indices
 from .transforms.tarflow import TarFlow
 
 __all__ = ["TarFlowDensity"]
@@ -81,6 +87,15 @@ class TarFlowDensity(FlowDensity):
         scaled to ``[-1, 1]`` and uniformly dequantized, ``score_samples`` is
         the dequantization lower bound of the discrete log-probability, and
         samples are integers. None: continuous data.
+    mixing : bool, default=False
+        Put an invertible linear map of the token features (shared by all
+        tokens, LU-parametrised, with a bias) before every block, so that the
+        features within a token are mixed; see
+        :class:`skflow.transforms.tarflow.TokenMixing`.
+    logit_alpha : float or None, default=None
+        With ``n_bins``: model the pixels in logit space,
+        ``logit(alpha + (1 - 2 alpha) u)`` for ``u`` in ``(0, 1)`` (as the
+        image flows do); None models them in ``[-1, 1]``.
     n_score_draws : int, default=4
         With ``n_bins``: dequantization draws per sample in ``score_samples``,
         combined as an importance-weighted bound and seeded by each sample's
@@ -93,6 +108,9 @@ class TarFlowDensity(FlowDensity):
         Learning rate of AdamW.
     weight_decay : float, default=1e-4
         AdamW's decoupled weight decay.
+    lr_schedule : {"constant", "cosine"}, default="constant"
+        "cosine": the learning rate decays from ``lr`` to 0 over
+        ``max_epochs`` along a half cosine (the paper's schedule).
     validation_fraction : float, default=0.1
         Fraction of rows held out for early stopping on the validation
         log-likelihood (best weights restored); 0 turns it off.
@@ -165,6 +183,9 @@ class TarFlowDensity(FlowDensity):
         "noise_std": [Interval(Real, 0, None, closed="left")],
         "image_shape": [tuple, list, None],
         "n_bins": [Interval(Integral, 2, None, closed="left"), None],
+        "lr_schedule": [StrOptions({"constant", "cosine"})],
+        "mixing": ["boolean"],
+        "logit_alpha": [Interval(Real, 0, 0.5, closed="neither"), None],
         "n_score_draws": _POSITIVE_INT,
     }
 
@@ -179,11 +200,14 @@ class TarFlowDensity(FlowDensity):
         noise_std=0.0,
         image_shape=None,
         n_bins=None,
+        mixing=False,
+        logit_alpha=None,
         n_score_draws=4,
         max_epochs=300,
         batch_size=256,
         lr=5e-4,
         weight_decay=1e-4,
+        lr_schedule="constant",
         validation_fraction=0.1,
         patience=20,
         dequantize="auto",
@@ -199,11 +223,14 @@ class TarFlowDensity(FlowDensity):
         self.noise_std = noise_std
         self.image_shape = image_shape
         self.n_bins = n_bins
+        self.mixing = mixing
+        self.logit_alpha = logit_alpha
         self.n_score_draws = n_score_draws
         self.max_epochs = max_epochs
         self.batch_size = batch_size
         self.lr = lr
         self.weight_decay = weight_decay
+        self.lr_schedule = lr_schedule
         self.validation_fraction = validation_fraction
         self.patience = patience
         self.dequantize = dequantize
@@ -211,40 +238,10 @@ class TarFlowDensity(FlowDensity):
         self.random_state = random_state
         self.verbose = verbose
 
-    # --------------------------------------------------------------- layout
-    def _flatten(self, X, reset):
-        """Validate X in any accepted layout; return flat float64 rows."""
-        ensure = 2 if reset else 1
-        image_shape = self.image_shape if reset else self.image_shape_
-        layout = None
-        if not hasattr(X, "iloc") and np.ndim(X) in (3, 4):
-            images, layout = check_images(X, image_shape, ensure_min_samples=ensure)
-            X = images.reshape(len(images), -1)
-        X = validate_data(self, X, dtype=np.float64, reset=reset, ensure_min_samples=ensure)
-        if layout is None and image_shape is not None:
-            layout = check_images(X, image_shape)[1]
-        if reset:
-            self.layout_ = layout
-            self.image_shape_ = None if layout is None else layout.image_shape
-        if self.n_bins is not None:
-            check_pixels(X, self.n_bins)
-        return X
-
-    def _unflatten(self, X):
-        if self.n_bins is not None:
-            X = X.astype(np.int64)
-        if self.layout_ is None or self.layout_.ndim == 2:
-            return self._wrap_output(X)
-        return restore_layout(X.reshape(len(X), *self.image_shape_), self.layout_)
-
+    # ------------------------------------------------------------------ fit
     def _prepare(self, X):
-        X = self._flatten(X, reset=True)
-        if self.n_bins is not None:
-            self.standardizer_ = _BinScaler(self.n_bins).fit(X)
-        elif self.image_shape_ is not None:
-            self.standardizer_ = _PixelScaler().fit(X, None)  # one global mean and scale
-        else:
-            self.standardizer_ = Standardizer(self.dequantize).fit(X)
+        X = _check_rows(self, X, reset=True)
+        self.standardizer_ = _fit_scaler(self, X)
         return self.standardizer_.transform(X)
 
     def _build_flow(self, n_features, n_classes=0):
@@ -261,9 +258,10 @@ class TarFlowDensity(FlowDensity):
             self.n_heads,
             n_classes,
             MAX_LOG_SCALE,
+            self.mixing,
+            None if self.n_bins is None else self.logit_alpha,
         )
 
-    # ------------------------------------------------------------------ fit
     @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X, y=None):
         """Fit ``p(x)``, or ``p(x | y)`` when class labels are given.
@@ -281,71 +279,37 @@ class TarFlowDensity(FlowDensity):
             The fitted estimator.
         """
         Z = self._prepare(X)
-        self.classes_, self.class_prior_, labels = None, None, None
-        if y is not None:
-            y = column_or_1d(y, warn=True)
-            if len(y) != len(Z):
-                raise ValueError(f"X has {len(Z)} samples but y has {len(y)}.")
-            self.classes_, labels = np.unique(y, return_inverse=True)
-            self.class_prior_ = np.bincount(labels) / len(labels)
-        n_classes = 0 if labels is None else len(self.classes_)
+        self.classes_, self.class_prior_, labels = _encode_labels(y, len(Z))
         rng = check_random_state(self.random_state)
         init_seed, loop_seed = rng.randint(np.iinfo(np.int32).max, size=2)
         train, valid = _split_indices(len(Z), self.validation_fraction, rng)
-        device = resolve_device(self.device)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(int(init_seed))
-            module = self._build_flow(Z.shape[1], n_classes)
-            valid_data = Z[valid] if len(valid) else None
-            net = self._make_net(module, device, self.standardizer_.noise_width, valid_data, int(loop_seed))
-            if len(valid) and labels is not None:
-                net.set_params(
-                    train_split=predefined_split(TensorDataset(valid_data, labels[valid], device=device))
-                )
-            net.set_params(
-                iterator_train=_AugmentedBatchIterator,
-                iterator_train__noise_std=self.noise_std,
-                iterator_train__null_label=None if labels is None else n_classes,
-            )
-            net.fit(Z[train], None if labels is None else labels[train])
-        self.net_ = net
-        self.history_ = net.history
-        self.n_iter_ = len(net.history)
+            module = self._build_flow(Z.shape[1], 0 if labels is None else len(self.classes_))
+            self.net_ = _fit_net(self, module, Z, labels, train, valid, int(loop_seed))
+        self.history_, self.n_iter_ = self.net_.history, len(self.net_.history)
         self._check_trained(Z[train])
         return self
 
     # -------------------------------------------------------------- scoring
-    @torch.no_grad()
-    def _class_log_prob(self, Z):
-        """``log p(z | c)`` per row and class, shape (n, n_classes); (n, 1) if unconditional."""
-        module, device = self._module, self._device()
-        n_classes = 1 if self.classes_ is None else len(self.classes_)
-        out = np.empty((len(Z), n_classes))
-        for start in range(0, len(Z), INFERENCE_BATCH):
-            batch = torch.as_tensor(Z[start : start + INFERENCE_BATCH], dtype=torch.float32, device=device)
-            for c in range(n_classes):
-                labels = None if self.classes_ is None else torch.full((len(batch),), c, device=device)
-                out[start : start + len(batch), c] = module.log_prob(batch, labels).double().cpu().numpy()
-        return out
+    def _log_joint(self, Z):
+        """``log pi_c + log p(z | c)`` per row and class in the flow's units; (n, 1) if unconditional."""
+        n_classes = None if self.classes_ is None else len(self.classes_)
+        log_joint = _class_log_prob(self._module, Z, n_classes, self._device())
+        return log_joint if n_classes is None else log_joint + np.log(self.class_prior_)
 
     def _log_prob(self, Z):
-        log_joint = self._class_log_prob(Z)
-        if self.classes_ is not None:
-            log_joint = log_joint + np.log(self.class_prior_)
-        return logsumexp(log_joint, axis=1)
+        return logsumexp(self._log_joint(Z), axis=1)
 
     def _joint_log_likelihood(self, X):
         """``log pi_c + log p(x | c)`` (every Jacobian included), averaged over dequantization draws."""
         check_is_fitted(self)
-        X = self._flatten(X, reset=False)
+        X = _check_rows(self, X, reset=False)
         draws = [X]
         if self.n_bins is not None:  # noise seeded by each row's values: deterministic scores
             draws = X + dequantization_noise(X, self.n_score_draws) - 0.5
-        per_draw = [self._class_log_prob(self.standardizer_.transform(D)) for D in draws]
-        log_joint = logsumexp(per_draw, axis=0) - np.log(len(per_draw))
-        if self.classes_ is not None:
-            log_joint = log_joint + np.log(self.class_prior_)
-        return log_joint + self.standardizer_.log_det_
+        per_draw = [self._log_joint(self.standardizer_.transform(D)) for D in draws]
+        return logsumexp(per_draw, axis=0) - np.log(len(per_draw)) + self.standardizer_.log_det_
 
     def score_samples(self, X):
         """Log-density of each sample, in the units of X.
@@ -424,38 +388,12 @@ class TarFlowDensity(FlowDensity):
         if not (isinstance(n_samples, Integral) and n_samples >= 1):
             raise ValueError(f"n_samples must be a positive integer, got {n_samples!r}.")
         rng = check_random_state(random_state)
-        labels = self._sample_labels(n_samples, y, rng)
+        labels = _pick_labels(self.classes_, getattr(self, "class_prior_", None), n_samples, y, rng)
         if guidance != 0 and labels is None:
             raise ValueError("guidance needs a model fitted with class labels.")
         if denoise == "auto":
             denoise = self.noise_std > 0
         seed = int(rng.randint(np.iinfo(np.int32).max))
-        Z = self._draw(n_samples, seed, labels, float(guidance), bool(denoise))
-        return self._unflatten(self.standardizer_.inverse_transform(Z))
-
-    def _sample_labels(self, n_samples, y, rng):
-        if self.classes_ is None:
-            if y is not None:
-                raise ValueError("y was given but the estimator was fitted without class labels.")
-            return None
-        if y is None:
-            return rng.choice(len(self.classes_), size=n_samples, p=self.class_prior_)
-        y = np.broadcast_to(np.asarray(y), (n_samples,))
-        index = np.searchsorted(self.classes_, y).clip(0, len(self.classes_) - 1)
-        if np.any(self.classes_[index] != y):
-            raise ValueError(f"y holds labels not seen in fit; known classes are {self.classes_}.")
-        return index
-
-    def _draw(self, n_samples, seed, labels=None, guidance=0.0, denoise=False):
-        module, device = self._module, self._device()
-        generator = torch.Generator(device=device).manual_seed(seed)
-        chunks = []
-        for start in range(0, n_samples, INFERENCE_BATCH):
-            n = min(INFERENCE_BATCH, n_samples - start)
-            y = None if labels is None else torch.as_tensor(labels[start : start + n], device=device)
-            with torch.no_grad():
-                x = module.sample(n, generator, y, guidance)
-            if denoise:
-                x = _tweedie_step(module, x, y, guidance, self.noise_std)
-            chunks.append(x.double().cpu().numpy())
-        return np.concatenate(chunks)
+        sigma = self.noise_std if denoise else 0.0
+        Z = _draw_rows(self._module, self._device(), n_samples, seed, labels, float(guidance), sigma)
+        return _restore_rows(self, self.standardizer_.inverse_transform(Z))

@@ -13,8 +13,9 @@ from sklearn.preprocessing import StandardScaler
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from skflow._image import bits_per_dim, dequantization_noise
-from skflow.tarflow import TarFlowDensity, _tweedie_step
-from skflow.transforms.tarflow import CausalSelfAttention, TarFlow, TarFlowBlock, kv_cache
+from skflow._tarflow_parts import _tweedie_step
+from skflow.tarflow import TarFlowDensity
+from skflow.transforms.tarflow import CausalSelfAttention, TarFlow, TarFlowBlock, TokenMixing, kv_cache
 
 TINY = {"n_blocks": 2, "n_layers": 1, "channels": 16, "n_heads": 2, "max_epochs": 3, "random_state": 0}
 
@@ -76,12 +77,17 @@ def test_fresh_flow_is_identity():
         {"n_features": 16, "image_shape": (1, 4, 4), "patch_size": 2},
         {"n_features": 6, "patch_size": 2},
         {"n_features": 5, "patch_size": 1, "n_classes": 3},
+        {"n_features": 16, "image_shape": (1, 4, 4), "patch_size": 2, "mixing": True},
+        {"n_features": 8, "image_shape": (2, 2, 2), "patch_size": 1, "mixing": True, "logit_alpha": 0.05},
+        {"n_features": 6, "patch_size": 3, "mixing": True, "n_classes": 3},
     ],
 )
 def test_inverse_and_log_det_match_autograd(kwargs):
     flow = _randomise(TarFlow(channels=8, n_blocks=3, n_layers=2, n_heads=2, **kwargs), std=0.2)
     n = kwargs["n_features"]
     x = torch.randn(3, n, dtype=torch.float64)
+    if "logit_alpha" in kwargs:  # pixels in (-1, 1)
+        x = torch.tanh(x)
     y = torch.tensor([0, 2, 3]) if kwargs.get("n_classes") else None
     z, ladj = flow.transform(x, y)
     x_back, ladj_inv = flow.inverse(z, y)
@@ -98,6 +104,33 @@ def test_inverse_and_log_det_match_autograd(kwargs):
         )
         jac_inv = jac_inv.reshape(n, n)
         torch.testing.assert_close(ladj_inv[k], torch.linalg.slogdet(jac_inv)[1])
+
+
+def test_token_mixing_is_one_matrix_for_all_tokens():
+    mixing = _randomise(TokenMixing(3), std=0.5)
+    x = torch.randn(4, 5, 3, dtype=torch.float64)
+    z, ladj = mixing(x)
+    bias = mixing.bias
+    weight = (mixing(torch.eye(3, dtype=torch.float64)[None])[0][0] - bias).T  # rows e_j -> W e_j + b
+    torch.testing.assert_close(z, x @ weight.T + bias)
+    torch.testing.assert_close(ladj, (5 * torch.linalg.slogdet(weight)[1]).expand(4))
+    torch.testing.assert_close(mixing.inverse(z)[0], x)
+
+
+def test_fresh_flow_with_mixing_is_identity():
+    flow = TarFlow(16, image_shape=(1, 4, 4), patch_size=2, channels=8, n_blocks=2, n_heads=2, mixing=True)
+    x = torch.randn(5, 16)
+    z, ladj = flow.transform(x)
+    torch.testing.assert_close(flow.inverse(z)[0], x)
+    assert torch.all(ladj == 0)
+
+
+def test_logit_pixels_log_det():
+    flow = TarFlow(4, patch_size=1, channels=8, n_blocks=1, n_layers=1, n_heads=2, logit_alpha=0.05).double()
+    x = torch.tanh(torch.randn(3, 4, dtype=torch.float64))
+    p = 0.05 + 0.9 * (x + 1) / 2
+    expected = (torch.log(0.45 / (p * (1 - p)))).sum(dim=1)  # d logit(p) / dx = 0.9 / 2 / (p (1 - p))
+    torch.testing.assert_close(flow.transform(x)[1], expected)
 
 
 def test_log_prob_is_base_plus_log_det():
@@ -194,16 +227,21 @@ def test_tabular_density_integrates_to_one():
     assert flow.score(X) > -4.0  # well above an N(0, I) in data units
 
 
-def test_discrete_bound_bookkeeping():
+@pytest.mark.parametrize(
+    "extra", [{}, {"mixing": True, "logit_alpha": 0.05, "lr_schedule": "cosine", "patch_size": 2}]
+)
+def test_discrete_bound_bookkeeping(extra):
     rng = np.random.default_rng(0)
     X = rng.integers(0, 4, size=(200, 2)).astype(float)
     flow = TarFlowDensity(
-        n_bins=4, n_blocks=2, n_layers=1, channels=16, n_heads=2, max_epochs=10, random_state=0
+        n_bins=4, n_blocks=2, n_layers=1, channels=16, n_heads=2, max_epochs=10, random_state=0, **extra
     )
     flow.fit(X)
     grid = np.array([[a, b] for a in range(4) for b in range(4)], dtype=float)
     log_p = flow.score_samples(grid)
-    assert np.exp(log_p).sum() <= 1.0  # a lower bound of a (sub-)probability over the 16 cells
+    # mean_k p(x + u_k) is an unbiased estimate of the mass of the cell of x, so the 16 estimates sum to
+    # about the mass inside the box: <= 1, exactly 1 in logit space (no mass outside), up to draw noise.
+    assert np.exp(log_p).sum() <= 1.05
     # By hand: log mean_k p_scaled((x + u_k) * 2/4 - 1) + 2 log(2/4), the same draws u_k.
     module = flow.net_.module_.eval()
     manual = []

@@ -8,6 +8,12 @@ gives an affine map ``z_i = (x_i - mu_i) * exp(-alpha_i)``. Blocks alternate
 the direction of the autoregression. Sampling inverts one token at a time;
 :func:`kv_cache` keeps the attention keys and values of the tokens already
 produced so each step only processes the new token.
+
+A block's affine map is diagonal within a token, so on its own a stack of
+blocks never mixes the ``D`` features of one token (the pixels of a patch).
+:class:`TokenMixing`, an invertible ``D x D`` linear map shared by all
+tokens (Glow's 1x1 convolution on the patch features), can be put before
+every block for that.
 """
 
 import math
@@ -18,8 +24,9 @@ from torch import nn
 from torch.nn import functional as F
 
 from ._base import Transform, soft_clamp
+from .image import Logit
 
-__all__ = ["CausalSelfAttention", "FeedForward", "TarFlow", "TarFlowBlock", "kv_cache"]
+__all__ = ["CausalSelfAttention", "FeedForward", "TarFlow", "TarFlowBlock", "TokenMixing", "kv_cache"]
 
 _LOG_2PI = math.log(2 * math.pi)
 
@@ -243,6 +250,50 @@ class TarFlowBlock(Transform):
         return self._orient(torch.stack(tokens, dim=1)), ladj
 
 
+class TokenMixing(Transform):
+    """An invertible affine map of the token features, the same for every token.
+
+    ``z_i = W x_i + b`` with ``W = L U`` (``L`` unit lower triangular, ``U``
+    upper triangular with diagonal ``exp(log_s)``), so the log-determinant
+    is exactly ``N * sum(log_s)`` for ``N`` tokens. Starts as the identity.
+    Its diagonal and ``b`` make it also a per-feature act-norm.
+
+    Parameters
+    ----------
+    token_features : int
+        Features per token ``D``.
+    """
+
+    def __init__(self, token_features):
+        super().__init__()
+        self.lower = nn.Parameter(torch.zeros(token_features, token_features))
+        self.upper = nn.Parameter(torch.zeros(token_features, token_features))
+        self.log_s = nn.Parameter(torch.zeros(token_features))
+        self.bias = nn.Parameter(torch.zeros(token_features))
+
+    def _factors(self):
+        eye = torch.eye(len(self.log_s), dtype=self.log_s.dtype, device=self.log_s.device)
+        lower = self.lower.tril(-1) + eye
+        upper = self.upper.triu(1) + torch.diag(torch.exp(self.log_s))
+        return lower, upper
+
+    def _ladj(self, x):
+        return (x.shape[1] * self.log_s.sum()).expand(len(x))
+
+    def forward(self, x):
+        """Tokens ``(n, N, D)`` to ``(z, log|det dz/dx|)``."""
+        lower, upper = self._factors()
+        return x @ (lower @ upper).T + self.bias, self._ladj(x)
+
+    def inverse(self, z):
+        """Undo :meth:`forward` by two triangular solves; return ``(x, log|det dx/dz|)``."""
+        lower, upper = self._factors()
+        rows = (z - self.bias).reshape(-1, z.shape[-1]).T
+        y = torch.linalg.solve_triangular(lower, rows, upper=False, unitriangular=True)
+        x = torch.linalg.solve_triangular(upper, y, upper=True)
+        return x.T.reshape(z.shape), -self._ladj(z)
+
+
 def _tokenize(x, image_shape, patch_size):
     """Flat rows ``(n, F)`` to tokens ``(n, N, D)``: patches of images, groups of features."""
     n = len(x)
@@ -285,6 +336,13 @@ class TarFlow(nn.Module):
         As in :class:`TarFlowBlock`.
     n_blocks : int, default=4
         Flow blocks; every other one runs in the reverse order.
+    mixing : bool, default=False
+        Put a :class:`TokenMixing` before every block, so that the features
+        within a token are mixed (a fresh flow is still the identity).
+    logit_alpha : float or None, default=None
+        Rows are pixels in ``[-1, 1]``, modelled in logit space:
+        ``logit(alpha + (1 - 2 alpha) (x + 1) / 2)`` (Jacobian included).
+        None: the flow sees the rows as they are.
 
     Examples
     --------
@@ -307,6 +365,8 @@ class TarFlow(nn.Module):
         n_heads=4,
         n_classes=0,
         max_log_scale=3.0,
+        mixing=False,
+        logit_alpha=None,
     ):
         super().__init__()
         self.n_features, self.image_shape, self.patch_size, self.n_classes = (
@@ -329,12 +389,24 @@ class TarFlow(nn.Module):
             )
             for k in range(n_blocks)
         )
+        self.mixings = nn.ModuleList(TokenMixing(token_features) for _ in range(n_blocks)) if mixing else None
+        self.logit = None if logit_alpha is None else Logit(logit_alpha)
+
+    def _steps(self):
+        """``(mixing or None, block)`` pairs in the data-to-latent order."""
+        return zip(self.mixings or [None] * len(self.blocks), self.blocks)
 
     def transform(self, x, y=None):
         """Flat rows to latent tokens; return ``(z, log|det dz/dx|)``."""
-        z = _tokenize(x, self.image_shape, self.patch_size)
         ladj = x.new_zeros(len(x))
-        for block in self.blocks:
+        if self.logit is not None:
+            x, ladj = self.logit((x + 1) / 2)
+            ladj = ladj - x.shape[1] * math.log(2.0)
+        z = _tokenize(x, self.image_shape, self.patch_size)
+        for mixing, block in self._steps():
+            if mixing is not None:
+                z, step = mixing(z)
+                ladj = ladj + step
             z, step = block(z, y)
             ladj = ladj + step
         return z, ladj
@@ -342,10 +414,17 @@ class TarFlow(nn.Module):
     def inverse(self, z, y=None, guidance=0.0, cache=True):
         """Latent tokens to flat rows; return ``(x, log|det dx/dz|)``."""
         ladj = z.new_zeros(len(z))
-        for block in reversed(self.blocks):
+        for mixing, block in reversed(list(self._steps())):
             z, step = block.inverse(z, y, guidance, cache)
             ladj = ladj + step
-        return _untokenize(z, self.image_shape, self.patch_size), ladj
+            if mixing is not None:
+                z, step = mixing.inverse(z)
+                ladj = ladj + step
+        x = _untokenize(z, self.image_shape, self.patch_size)
+        if self.logit is not None:
+            x, step = self.logit.inverse(x)
+            x, ladj = 2 * x - 1, ladj + step + x.shape[1] * math.log(2.0)
+        return x, ladj
 
     def log_prob(self, x, y=None):
         """``log p(x | y)`` of each row (``y=None``: unconditional / null class)."""
