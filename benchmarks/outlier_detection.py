@@ -56,6 +56,7 @@ from sklearn.svm import OneClassSVM
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from skflow import MAFDensity
 from skflow.outlier import FlowOutlierDetector
 
 DATA = ROOT.parent / "shared" / "data" / "adbench"
@@ -109,6 +110,7 @@ def _normality(model, protocol):
 #: name -> factory(seed, protocol) returning an unfitted model with ``fit(X)``.
 METHODS = {
     "skflow": lambda seed, protocol: FlowOutlierDetector(random_state=seed),
+    "skflow-plain": lambda seed, protocol: FlowOutlierDetector(MAFDensity(), random_state=seed),
     "skflow-trim": lambda seed, protocol: FlowOutlierDetector(trim=0.1, random_state=seed),
     "skflow-ens3": lambda seed, protocol: FlowOutlierDetector(n_estimators=3, random_state=seed),
     "IForest": lambda seed, protocol: IsolationForest(random_state=seed),
@@ -134,7 +136,7 @@ RUN_COMMANDS = (
 )
 
 #: Variants run only when named in ``--methods``.
-EXTRA_METHODS = ("skflow-trim", "skflow-ens3")
+EXTRA_METHODS = ("skflow-plain", "skflow-trim", "skflow-ens3")
 
 
 def load_sets(names=None):

@@ -13,15 +13,29 @@ centre (the integer itself). Samples of such columns are rounded back to
 integers. Constant columns are treated the same way, at a resolution of one
 unit: they contribute about 0 to ``log p(x)`` at their value and fall off
 smoothly away from it; samples return the constant.
+
+A column where one value holds at least ``POINT_MASS_FRACTION`` of the rows
+(a missing-value code, a clipped or censored reading, a common count) has a
+point mass, which no density can fit: a flow answers with a spike whose
+height grows with training. Such columns are recorded in ``point_mass_``;
+the estimators' ``point_mass_noise`` smooths them during training.
 """
 
 import numpy as np
 
-__all__ = ["Standardizer"]
+__all__ = ["Standardizer", "POINT_MASS_FRACTION"]
+
+#: A column whose most frequent value holds at least this fraction of rows has a point mass.
+POINT_MASS_FRACTION = 0.1
 
 
 def _integer_columns(X):
     return np.all(X == np.round(X), axis=0)
+
+
+def _mode_fractions(X):
+    """Fraction of rows holding each column's most frequent value."""
+    return np.array([np.unique(column, return_counts=True)[1].max() for column in X.T]) / len(X)
 
 
 class Standardizer:
@@ -42,6 +56,7 @@ class Standardizer:
         scale = X.std(axis=0)
         self.constant_ = ~(scale > 1e-12 * np.maximum(1.0, np.abs(self.mean_)))
         self.integer_ = _integer_columns(X) & ~self.constant_
+        self.point_mass_ = (_mode_fractions(X) >= POINT_MASS_FRACTION) & ~self.constant_
         if not self.dequantize:
             self.integer_[:] = False
         # Dequantization adds variance 1/12 to integer columns.

@@ -36,7 +36,8 @@ class BatchIterator:
 
     Batches have near-equal sizes (never a stray batch of one row). In
     training, rows are shuffled each epoch and uniform dequantization noise
-    ``U(-w/2, w/2)`` of per-feature width ``noise_width`` is added.
+    ``U(-w/2, w/2)`` of per-feature width ``noise_width`` is added, then
+    Gaussian noise of per-feature standard deviation ``smoothing_std``.
 
     Parameters
     ----------
@@ -46,16 +47,23 @@ class BatchIterator:
     noise_width : array-like of shape (n_features,), default=None
     seed : int, default=0
         Seeds the shuffling and noise; the generator is made on first use.
+    smoothing_std : array-like of shape (n_features,), default=None
+        Standard deviation of the Gaussian training noise per feature.
     """
 
-    def __init__(self, dataset, batch_size, shuffle=False, noise_width=None, seed=0):
+    def __init__(self, dataset, batch_size, shuffle=False, noise_width=None, seed=0, smoothing_std=None):
         self.dataset, self.batch_size, self.shuffle = dataset, batch_size, shuffle
-        X = dataset.X
-        self.noise_width = None
-        if noise_width is not None and any(w > 0 for w in noise_width):
-            self.noise_width = torch.as_tensor(noise_width, dtype=X.dtype, device=X.device)
+        self.noise_width = self._per_feature(noise_width)
+        self.smoothing_std = self._per_feature(smoothing_std)
         self.seed = seed
         self._generator = None
+
+    def _per_feature(self, values):
+        """``values`` as a tensor beside the data, or None when all are zero."""
+        if values is None or not any(v > 0 for v in values):
+            return None
+        X = self.dataset.X
+        return torch.as_tensor(values, dtype=X.dtype, device=X.device)
 
     def __len__(self):
         return -(-len(self.dataset) // self.batch_size)
@@ -75,6 +83,8 @@ class BatchIterator:
         if self.noise_width is not None:
             u = torch.rand(X.shape, generator=self._rng(), device=X.device, dtype=X.dtype)
             X = X + (u - 0.5) * self.noise_width
+        if self.smoothing_std is not None:
+            X = X + torch.randn(X.shape, generator=self._rng(), device=X.device, dtype=X.dtype) * self.smoothing_std
         for idx in torch.arange(n, device=X.device).tensor_split(len(self)):
             lo, hi = int(idx[0]), int(idx[-1]) + 1
             yield X[lo:hi], (None if y is None else y[lo:hi])

@@ -100,13 +100,14 @@ class FlowDensity(DensityMixin, BaseEstimator):
                 f"hidden_features must be a non-empty tuple of positive integers, got {hidden!r}."
             )
 
-    def _make_net(self, module, device, noise_width, valid_data, seed):
+    def _make_net(self, module, device, noise_width, valid_data, seed, smoothing_std=None):
         callbacks = [("divergence_guard", DivergenceGuard(max_norm=GRADIENT_CLIP))]
         train_split = None
         if valid_data is not None:
             train_split = predefined_split(TensorDataset(valid_data, device=device))
             stopper = EarlyStopping(patience=self.patience, threshold=0.0, threshold_mode="abs", load_best=True)
             callbacks.append(("early_stopping", stopper))
+        smoothing = {} if smoothing_std is None else {"iterator_train__smoothing_std": smoothing_std}
         return FlowNet(
             module,
             criterion=NegativeLogLikelihood,
@@ -124,6 +125,7 @@ class FlowDensity(DensityMixin, BaseEstimator):
             iterator_train__noise_width=noise_width,
             iterator_train__seed=seed,
             iterator_valid=BatchIterator,
+            **smoothing,
             device=device,
             verbose=int(self.verbose),
         )
@@ -161,13 +163,20 @@ class FlowDensity(DensityMixin, BaseEstimator):
             torch.manual_seed(int(init_seed))
             module = self._build_flow(Z.shape[1])
             valid_data = Z[valid] if len(valid) else None
-            net = self._make_net(module, device, self.standardizer_.noise_width, valid_data, int(loop_seed))
+            net = self._make_net(
+                module, device, self.standardizer_.noise_width, valid_data, int(loop_seed), self._smoothing_std()
+            )
             net.fit(Z[train])
         self.net_ = net
         self.history_ = net.history
         self.n_iter_ = len(net.history)
         self._check_trained(Z[train])
         return self
+
+    def _smoothing_std(self):
+        """Per-feature std of the Gaussian training noise on point-mass columns (None: none)."""
+        noise = getattr(self, "point_mass_noise", 0.0)
+        return self.standardizer_.point_mass_ * noise if noise > 0 else None
 
     def _check_trained(self, Z):
         """Refuse to return a model that cannot score its own training data."""

@@ -21,11 +21,13 @@ __all__ = ["FlowOutlierDetector"]
 
 #: Tukey's fence multiplier of the "auto" threshold.
 TUKEY_FENCE = 1.5
+#: ``point_mass_noise`` of the default density (see the class Notes).
+DEFAULT_POINT_MASS_NOISE = 0.4
 
 
 def _default_estimator():
     """The density fitted when ``estimator=None`` (see the class docstring)."""
-    return MAFDensity()
+    return MAFDensity(point_mass_noise=DEFAULT_POINT_MASS_NOISE)
 
 
 def _as_rows(X):

@@ -1,6 +1,6 @@
 """Tabular density estimators: MADE, MAF and RealNVP."""
 
-from numbers import Integral
+from numbers import Integral, Real
 
 import torch
 from sklearn.utils._param_validation import Interval, StrOptions
@@ -32,6 +32,14 @@ _COMMON_DOC = """
         during training, so the density does not collapse onto the integers;
         ``score_samples`` evaluates the dequantized density at the integer and
         ``sample`` rounds those columns. False: every column is continuous.
+    point_mass_noise : float, default=0.0
+        Standard deviation (in units of the column's standard deviation) of
+        Gaussian noise added during training to columns where one value holds
+        at least 10% of the rows (see ``standardizer_.point_mass_``): missing
+        value codes, clipped readings, common counts. A flow would otherwise
+        grow a spike there. The fitted density is then that of the smoothed
+        data, exactly normalised; :class:`skflow.FlowOutlierDetector`'s
+        default density uses 0.4. 0 leaves the data as they are.
     device : {"auto", "cpu", "cuda"}, default="auto"
         Where to train and evaluate; "auto" picks CUDA when available.
     random_state : int, RandomState instance or None, default=None
@@ -51,7 +59,7 @@ _COMMON_ATTRIBUTES = """
         Number of epochs run.
     standardizer_ : skflow._preprocessing.Standardizer
         Per-feature centring and scaling (its log-determinant is added to
-        every log-density) and the detected integer columns.
+        every log-density) and the detected integer and point-mass columns.
     n_features_in_ : int
         Number of features seen during fit.
     feature_names_in_ : ndarray of shape (n_features_in_,)
@@ -64,6 +72,7 @@ def _doc(cls):
 
 
 _POSITIVE_INT = [Interval(Integral, 1, None, closed="left")]
+_NON_NEGATIVE = [Interval(Real, 0, None, closed="left")]
 
 
 @_doc
@@ -111,6 +120,7 @@ class MADEDensity(FlowDensity):
         **FlowDensity._parameter_constraints,
         "n_components": _POSITIVE_INT,
         "order": [StrOptions({"natural", "random"})],
+        "point_mass_noise": _NON_NEGATIVE,
     }
 
     def __init__(
@@ -126,6 +136,7 @@ class MADEDensity(FlowDensity):
         validation_fraction=0.1,
         patience=20,
         dequantize="auto",
+        point_mass_noise=0.0,
         device="auto",
         random_state=None,
         verbose=0,
@@ -140,6 +151,7 @@ class MADEDensity(FlowDensity):
         self.validation_fraction = validation_fraction
         self.patience = patience
         self.dequantize = dequantize
+        self.point_mass_noise = point_mass_noise
         self.device = device
         self.random_state = random_state
         self.verbose = verbose
@@ -168,6 +180,7 @@ _FLOW_CONSTRAINTS = {
     "batch_norm": ["boolean"],
     "base": [StrOptions({"normal", "diagonal", "mixture", "made_mixture"})],
     "n_components": _POSITIVE_INT,
+    "point_mass_noise": _NON_NEGATIVE,
 }
 
 
@@ -191,6 +204,7 @@ class _StackedFlowDensity(FlowDensity):
         validation_fraction=0.1,
         patience=20,
         dequantize="auto",
+        point_mass_noise=0.0,
         device="auto",
         random_state=None,
         verbose=0,
@@ -207,6 +221,7 @@ class _StackedFlowDensity(FlowDensity):
         self.validation_fraction = validation_fraction
         self.patience = patience
         self.dequantize = dequantize
+        self.point_mass_noise = point_mass_noise
         self.device = device
         self.random_state = random_state
         self.verbose = verbose
@@ -290,6 +305,7 @@ class MAFDensity(_StackedFlowDensity):
         validation_fraction=0.1,
         patience=20,
         dequantize="auto",
+        point_mass_noise=0.0,
         device="auto",
         random_state=None,
         verbose=0,
@@ -308,6 +324,7 @@ class MAFDensity(_StackedFlowDensity):
             validation_fraction=validation_fraction,
             patience=patience,
             dequantize=dequantize,
+            point_mass_noise=point_mass_noise,
             device=device,
             random_state=random_state,
             verbose=verbose,

@@ -15,8 +15,10 @@ from sklearn.model_selection import GridSearchCV
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import FunctionTransformer
 
+import skflow._preprocessing
 import skflow.base
 from skflow import MADEDensity, MAFDensity, RealNVPDensity
+from skflow._training import BatchIterator, TensorDataset
 from skflow.base import FlowDensity
 from skflow.distributions import StandardNormal
 from skflow.flows import Flow
@@ -152,6 +154,7 @@ def test_calls_before_fit(method, wine):
         dict(batch_size=0),
         dict(dequantize="sometimes"),
         dict(patience=0),
+        dict(point_mass_noise=-0.1),
     ],
 )
 def test_invalid_hyperparameters_raise_at_fit(params, wine):
@@ -325,3 +328,43 @@ def test_tail_guard_bounds_unseen_values_of_a_near_constant_column():
     Z = est.standardizer_.transform(X[:200])
     flow_only = est._log_prob(Z) + est.standardizer_.log_det_
     assert np.all(typical >= flow_only + np.log1p(-skflow.base.TAIL_WEIGHT) - 1e-9)
+
+
+def test_point_mass_columns_are_detected():
+    rng = np.random.default_rng(0)
+    n = 1000
+    X = np.c_[
+        rng.normal(size=n),  # continuous
+        np.where(rng.random(n) < 0.3, 0.0, rng.normal(5, 1, n)),  # missing-value code 0 in 30% of rows
+        np.where(rng.random(n) < 0.05, -1.0, rng.normal(size=n)),  # a 5% tie: below the threshold
+        np.full(n, 2.0),  # constant: handled separately
+    ]
+    standardizer = skflow._preprocessing.Standardizer().fit(X)
+    np.testing.assert_array_equal(standardizer.point_mass_, [False, True, False, False])
+
+
+def test_smoothing_noise_reaches_only_the_given_columns():
+    dataset = TensorDataset(np.zeros((20000, 3)))
+    batches = BatchIterator(dataset, batch_size=20000, shuffle=True, smoothing_std=[0.0, 0.5, 2.0], seed=0)
+    (X, _), = list(batches)
+    np.testing.assert_array_equal(X[:, 0].numpy(), 0.0)
+    np.testing.assert_allclose(X[:, 1:].std(dim=0).numpy(), [0.5, 2.0], rtol=0.03)
+
+
+def test_point_mass_noise_flattens_the_spike_of_a_repeated_value():
+    # 40% of the second column is exactly 0 (a missing-value code): the plain flow grows a spike
+    # there, the smoothed one does not, while both keep the continuous part
+    rng = np.random.default_rng(1)
+    n = 1500
+    X = np.c_[rng.normal(size=n), np.where(rng.random(n) < 0.4, 0.0, rng.normal(3, 1, n))]
+    at_mass, beside = np.array([[0.0, 0.0]]), np.array([[0.0, 0.3]])
+    spikes = []
+    for noise in (0.0, 0.4):
+        est = MAFDensity(
+            n_transforms=2, hidden_features=(32, 32), point_mass_noise=noise, max_epochs=40, random_state=0
+        ).fit(X)
+        spikes.append(float(est.score_samples(at_mass)[0] - est.score_samples(beside)[0]))
+        assert est.standardizer_.point_mass_.tolist() == [False, True]
+    plain, smoothed = spikes
+    assert plain > 2.0  # the unsmoothed density jumps by more than e^2 at the repeated value
+    assert smoothed < 1.0 and smoothed < plain - 1.5

@@ -15,6 +15,7 @@ from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import InvalidParameterError
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
+import skflow.outlier
 from skflow.outlier import FlowOutlierDetector
 from skflow.tabular import MAFDensity, RealNVPDensity
 
@@ -108,6 +109,8 @@ def test_trim_refits_without_the_least_likely_rows():
 def test_default_estimator_is_a_maf():
     detector = FlowOutlierDetector(random_state=0)
     assert detector.estimator is None
+    default = skflow.outlier._default_estimator()
+    assert isinstance(default, MAFDensity) and default.point_mass_noise == 0.4
     params = FlowOutlierDetector(MAFDensity()).get_params()
     assert "estimator__n_transforms" in params
 
