@@ -16,6 +16,7 @@ from .transforms import (
     Inverse,
     MaskedAffineAutoregressive,
     alternating_masks,
+    reversing_order,
 )
 from .transforms.planar import Planar, Radial
 
@@ -27,16 +28,11 @@ SMOOTHING = 0.02
 MAX_RESTARTS = 5
 
 
-def _reversing_order(n_features, k):
-    order = torch.arange(n_features)
-    return order if k % 2 == 0 else order.flip(0)
-
-
 FLOW_LAYERS = {
     "planar": lambda d, k, n, hidden: Planar(d),
     "radial": lambda d, k, n, hidden: Radial(d),
-    "iaf": lambda d, k, n, hidden: Inverse(MaskedAffineAutoregressive(d, hidden, _reversing_order(d, k))),
-    "maf": lambda d, k, n, hidden: MaskedAffineAutoregressive(d, hidden, _reversing_order(d, k)),
+    "iaf": lambda d, k, n, hidden: Inverse(MaskedAffineAutoregressive(d, hidden, reversing_order(d, k))),
+    "maf": lambda d, k, n, hidden: MaskedAffineAutoregressive(d, hidden, reversing_order(d, k)),
     "realnvp": lambda d, k, n, hidden: AffineCoupling(alternating_masks(d, n)[k], MLP(d, 2 * d, hidden)),
 }
 

@@ -1,9 +1,7 @@
 """Inverse autoregressive flow (IAF) as a density estimator."""
 
-import torch
-
 from .tabular import _doc, _StackedFlowDensity
-from .transforms import Inverse, MaskedAffineAutoregressive
+from .transforms import Inverse, MaskedAffineAutoregressive, reversing_order
 
 __all__ = ["IAFDensity"]
 
@@ -69,6 +67,5 @@ class IAFDensity(_StackedFlowDensity):
     """
 
     def _layer(self, k, n_features):
-        order = torch.arange(n_features)
-        order = order if k % 2 == 0 else order.flip(0)
+        order = reversing_order(n_features, k)
         return Inverse(MaskedAffineAutoregressive(n_features, tuple(self.hidden_features), order))

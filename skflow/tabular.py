@@ -8,7 +8,15 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from .base import FlowDensity
 from .distributions import DiagonalNormal, GaussianMixture, MADEMixture, StandardNormal
 from .flows import Flow
-from .transforms import MLP, AffineCoupling, BatchNorm, Compose, MaskedAffineAutoregressive, alternating_masks
+from .transforms import (
+    MLP,
+    AffineCoupling,
+    BatchNorm,
+    Compose,
+    MaskedAffineAutoregressive,
+    alternating_masks,
+    reversing_order,
+)
 
 __all__ = ["MADEDensity", "MAFDensity", "RealNVPDensity"]
 
@@ -331,8 +339,7 @@ class MAFDensity(_StackedFlowDensity):
         )
 
     def _layer(self, k, n_features):
-        order = torch.arange(n_features)
-        order = order if k % 2 == 0 else order.flip(0)
+        order = reversing_order(n_features, k)
         return MaskedAffineAutoregressive(n_features, tuple(self.hidden_features), order)
 
 

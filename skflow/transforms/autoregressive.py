@@ -11,7 +11,7 @@ from torch.nn import functional as F
 
 from ._base import Transform, soft_clamp
 
-__all__ = ["MaskedLinear", "MADE", "MaskedAffineAutoregressive"]
+__all__ = ["MaskedLinear", "MADE", "MaskedAffineAutoregressive", "reversing_order"]
 
 #: Conditioner inputs are squashed into this range, so shifts and log-scales
 #: are bounded functions of the data and held-out extremes meet an affine map
@@ -124,3 +124,13 @@ class MaskedAffineAutoregressive(Transform):
             shift, log_scale = self._shift_log_scale(x)
             x = z * torch.exp(log_scale) + shift
         return x, log_scale.sum(dim=1)
+
+
+def reversing_order(n_features, k):
+    """Autoregressive order of layer ``k`` in a stack: natural for even ``k``, reversed for odd.
+
+    Reversing between layers lets every feature condition on every other one
+    somewhere in the stack (Papamakarios et al. 2017).
+    """
+    order = torch.arange(n_features)
+    return order if k % 2 == 0 else order.flip(0)
