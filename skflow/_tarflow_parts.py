@@ -71,6 +71,11 @@ def _tweedie_step(module, x, y, guidance, sigma):
     return (x + sigma**2 * score).detach()
 
 
+def _is_conditional(estimator):
+    """Whether the estimator was fitted with class labels (gates ``predict`` and ``predict_proba``)."""
+    return getattr(estimator, "classes_", None) is not None
+
+
 def _check_rows(estimator, X, reset):
     """Validate X in any layout the estimator accepts; return flat float64 rows.
 

@@ -24,6 +24,7 @@ from ._tarflow_parts import (
     _encode_labels,
     _fit_net,
     _fit_scaler,
+    _is_conditional,
     _pick_labels,
     _restore_rows,
 )
@@ -36,10 +37,6 @@ __all__ = ["TarFlowDensity"]
 MAX_LOG_SCALE = 3.0
 
 _POSITIVE_INT = [Interval(Integral, 1, None, closed="left")]
-
-
-def _is_conditional(estimator):
-    return getattr(estimator, "classes_", None) is not None
 
 
 class TarFlowDensity(FlowDensity):
@@ -87,15 +84,17 @@ class TarFlowDensity(FlowDensity):
         scaled to ``[-1, 1]`` and uniformly dequantized, ``score_samples`` is
         the dequantization lower bound of the discrete log-probability, and
         samples are integers. None: continuous data.
-    mixing : bool, default=False
+    mixing : bool, default=True
         Put an invertible linear map of the token features (shared by all
         tokens, LU-parametrised, with a bias) before every block, so that the
         features within a token are mixed; see
-        :class:`skflow.transforms.tarflow.TokenMixing`.
-    logit_alpha : float or None, default=None
+        :class:`skflow.transforms.tarflow.TokenMixing`. False: the paper's
+        TarFlow.
+    logit_alpha : float or None, default=0.05
         With ``n_bins``: model the pixels in logit space,
         ``logit(alpha + (1 - 2 alpha) u)`` for ``u`` in ``(0, 1)`` (as the
-        image flows do); None models them in ``[-1, 1]``.
+        image flows do); None models them in ``[-1, 1]`` (the paper). Not
+        used with ``noise_std > 0`` (noisy pixels leave ``[-1, 1]``).
     n_score_draws : int, default=4
         With ``n_bins``: dequantization draws per sample in ``score_samples``,
         combined as an importance-weighted bound and seeded by each sample's
@@ -200,8 +199,8 @@ class TarFlowDensity(FlowDensity):
         noise_std=0.0,
         image_shape=None,
         n_bins=None,
-        mixing=False,
-        logit_alpha=None,
+        mixing=True,
+        logit_alpha=0.05,
         n_score_draws=4,
         max_epochs=300,
         batch_size=256,
@@ -259,7 +258,7 @@ class TarFlowDensity(FlowDensity):
             n_classes,
             MAX_LOG_SCALE,
             self.mixing,
-            None if self.n_bins is None else self.logit_alpha,
+            self.logit_alpha if self.n_bins is not None and self.noise_std == 0 else None,
         )
 
     @_fit_context(prefer_skip_nested_validation=True)

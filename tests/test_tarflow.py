@@ -326,6 +326,13 @@ def test_denoising_moves_samples_by_the_score():
     np.testing.assert_allclose(flow.standardizer_.transform(clean), expected, rtol=1e-4, atol=1e-5)
 
 
+def test_logit_pixels_only_for_noiseless_bins(digits):
+    X, _ = digits
+    assert TarFlowDensity(n_bins=17, **TINY).fit(X[:100]).net_.module_.logit is not None
+    assert TarFlowDensity(n_bins=17, noise_std=0.05, **TINY).fit(X[:100]).net_.module_.logit is None
+    assert TarFlowDensity(**TINY).fit(X[:100].reshape(100, -1)).net_.module_.logit is None
+
+
 def test_invalid_settings():
     X = np.random.default_rng(0).normal(size=(50, 5))
     with pytest.raises(ValueError, match="patch_size"):
