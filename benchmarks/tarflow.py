@@ -367,6 +367,8 @@ SCREEN = {
     "ml_cos": {"mixing": True, "logit_alpha": 0.05, "lr_schedule": "cosine"},
     "ml_lr2e-3": {"mixing": True, "logit_alpha": 0.05, "lr": 2e-3},
     "ml_bs32": {"mixing": True, "logit_alpha": 0.05, "batch_size": 32},
+    "ml_bs16": {"mixing": True, "logit_alpha": 0.05, "batch_size": 16},
+    "ml_bs32_wd1e-2": {"mixing": True, "logit_alpha": 0.05, "batch_size": 32, "weight_decay": 1e-2},
     "ml_b8l1": {"mixing": True, "logit_alpha": 0.05, "n_blocks": 8, "n_layers": 1},
     "ml_b8l1_cos": {
         "mixing": True,
@@ -389,6 +391,15 @@ SCREEN = {
         "n_layers": 1,
         "channels": 96,
         "lr_schedule": "cosine",
+    },
+    "glow_budget_b12l1_bs32_5ep": {
+        "mixing": True,
+        "logit_alpha": 0.05,
+        "n_blocks": 12,
+        "n_layers": 1,
+        "lr_schedule": "cosine",
+        "batch_size": 32,
+        "max_epochs": 5,
     },
     "l_b8l1_p2_cos": {
         "logit_alpha": 0.05,
