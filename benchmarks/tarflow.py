@@ -353,7 +353,9 @@ def run_mnist():
             "",
             "The previous settings of this part (4x4 patches, 4 blocks of 2 layers, pixels in [-1, 1], no "
             "mixing, constant lr, batch 64, 10 epochs) gave 3.326 bits/dim in 295 CPU s. Which change bought "
-            "what: `tarflow_screen_mnist.md` (3-epoch runs).",
+            "what: `tarflow_screen_mnist.md` (3-epoch runs). At Glow's budget, the screen's "
+            "`glow_budget_b12l1_bs32_5ep` (4x4 patches, 12 blocks of 1 layer, mixing, logit, cosine lr, batch "
+            "32, 5 epochs) reached 1.971 in 207 CPU s (Glow: 1.985 in 204 CPU s).",
         ],
     )
 
