@@ -24,8 +24,8 @@ give them; the trees, ECOD/COPOD and the flow take X as it is.
 Usage (the committed results; each a few tens of minutes on a 2-core CPU, and
 ``--sets`` splits a run into processes with their own ``--cache`` files)::
 
-    OMP_NUM_THREADS=1 python benchmarks/outlier_detection.py --seeds 3 --max-train 2000
-    OMP_NUM_THREADS=1 python benchmarks/outlier_detection.py --seeds 3 --max-train 2000 --methods skflow-plain
+    OMP_NUM_THREADS=1 python benchmarks/outlier_detection.py --seeds 5 --max-train 2000
+    OMP_NUM_THREADS=1 python benchmarks/outlier_detection.py --seeds 5 --max-train 2000 --methods skflow-plain
     OMP_NUM_THREADS=1 python benchmarks/outlier_detection.py --report-only --methods skflow skflow-plain \
         IForest LOF OCSVM GMM-BIC KDE ECOD COPOD KNN
 
@@ -128,9 +128,9 @@ METHODS = {
 
 #: The runs behind the committed tables (the last one only writes the report).
 RUN_COMMANDS = (
-    "OMP_NUM_THREADS=1 python benchmarks/outlier_detection.py --seeds 3 --max-train 2000  # peers",
-    "OMP_NUM_THREADS=1 python benchmarks/outlier_detection.py --seeds 3 --max-train 2000 --methods skflow",
-    "OMP_NUM_THREADS=1 python benchmarks/outlier_detection.py --seeds 3 --max-train 2000 --methods skflow-plain",
+    "OMP_NUM_THREADS=1 python benchmarks/outlier_detection.py --seeds 5 --max-train 2000  # peers",
+    "OMP_NUM_THREADS=1 python benchmarks/outlier_detection.py --seeds 5 --max-train 2000 --methods skflow",
+    "OMP_NUM_THREADS=1 python benchmarks/outlier_detection.py --seeds 5 --max-train 2000 --methods skflow-plain",
     (
         "OMP_NUM_THREADS=1 python benchmarks/outlier_detection.py --seeds 0 --unsupervised-seeds 1 --max-train 2000 "
         "--methods skflow-pm0.2"
