@@ -111,6 +111,10 @@ METHODS = {
     "skflow": lambda seed, protocol: FlowOutlierDetector(random_state=seed),
     "skflow-plain": lambda seed, protocol: FlowOutlierDetector(MAFDensity(), random_state=seed),
     "skflow-pm0.2": lambda seed, protocol: FlowOutlierDetector(MAFDensity(point_mass_noise=0.2), random_state=seed),
+    "skflow-normal": lambda seed, protocol: FlowOutlierDetector(MAFDensity(base="normal"), random_state=seed),
+    "skflow-normal-pm": lambda seed, protocol: FlowOutlierDetector(
+        MAFDensity(base="normal", point_mass_noise=0.4), random_state=seed
+    ),
     "skflow-trim": lambda seed, protocol: FlowOutlierDetector(trim=0.1, random_state=seed),
     "skflow-ens3": lambda seed, protocol: FlowOutlierDetector(n_estimators=3, random_state=seed),
     "IForest": lambda seed, protocol: IsolationForest(random_state=seed),
@@ -135,10 +139,14 @@ RUN_COMMANDS = (
         "OMP_NUM_THREADS=1 python benchmarks/outlier_detection.py --seeds 0 --unsupervised-seeds 1 --max-train 2000 "
         "--methods skflow-pm0.2"
     ),
+    (
+        "OMP_NUM_THREADS=1 python benchmarks/outlier_detection.py --seeds 0 --unsupervised-seeds 1 --max-train 2000 "
+        "--methods skflow-normal skflow-normal-pm"
+    ),
 )
 
 #: Variants run only when named in ``--methods``.
-EXTRA_METHODS = ("skflow-plain", "skflow-pm0.2", "skflow-trim", "skflow-ens3")
+EXTRA_METHODS = ("skflow-plain", "skflow-pm0.2", "skflow-normal", "skflow-normal-pm", "skflow-trim", "skflow-ens3")
 
 
 def load_sets(names=None):
@@ -224,7 +232,7 @@ def tables(cache, sets, methods, command):
         "one `MAFDensity(point_mass_noise=0.4)` (up to 300 epochs, early stopping). `skflow-plain` is",
         "`FlowOutlierDetector(MAFDensity(), random_state=seed)`, the same flow without smoothing of",
         "point-mass columns (its rows were run as `skflow` at commit 97437fc, before the default changed,",
-        "and renamed). `skflow-pm0.2` uses `point_mass_noise=0.2` (unsupervised protocol only). Entries are means over seeds (count in the header); best per row in bold; `gap` =",
+        "and renamed). `skflow-pm0.2` uses `point_mass_noise=0.2`, `skflow-normal` a standard-normal base instead of the MADE mixture, `skflow-normal-pm` both (unsupervised protocol only). Entries are means over seeds (count in the header); best per row in bold; `gap` =",
         "best peer minus skflow (positive: a peer is better). Other flow scores studied before picking the",
         "default are summarised in the Notes of `skflow.outlier.FlowOutlierDetector`.",
     ]
