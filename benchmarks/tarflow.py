@@ -410,6 +410,16 @@ SCREEN = {
         "patch_size": 2,
         "lr_schedule": "cosine",
     },
+    "ml_b8l1_p2_cos_bs32_14ep": {
+        "mixing": True,
+        "logit_alpha": 0.05,
+        "n_blocks": 8,
+        "n_layers": 1,
+        "patch_size": 2,
+        "lr_schedule": "cosine",
+        "batch_size": 32,
+        "max_epochs": 14,
+    },
     "ml_b8l1_p2_cos": {
         "mixing": True,
         "logit_alpha": 0.05,
