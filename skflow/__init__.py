@@ -1,22 +1,22 @@
 """skflow: scikit-learn-compatible density estimators built on normalizing flows."""
 
-from ._image import bits_per_dim
 from .base import FlowDensity
-from .iaf import IAFDensity
 from .image import GlowDensity, RealNVPImageDensity
+from .metrics import bits_per_dim
 from .outlier import FlowOutlierDetector
-from .tabular import MADEDensity, MAFDensity, RealNVPDensity
+from .tabular import IAFDensity, MADEDensity, MAFDensity, NSFDensity, RealNVPDensity
 from .tarflow import TarFlowDensity
 from .variational import VariationalDensity
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = [
     "FlowDensity",
     "MADEDensity",
     "MAFDensity",
-    "RealNVPDensity",
     "IAFDensity",
+    "NSFDensity",
+    "RealNVPDensity",
     "RealNVPImageDensity",
     "GlowDensity",
     "TarFlowDensity",

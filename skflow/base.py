@@ -1,24 +1,40 @@
-"""``FlowDensity``: the estimator machinery every skflow density shares.
+"""``FlowDensity``: the one fit, score and sample path of every skflow density.
 
-One path for the data: validate -> standardise (its log-determinant kept) ->
-flow -> base log-density. Subclasses only say which flow to build.
+Following X through ``fit``::
+
+    validate_layout (rows or images)  ->  scaler (log|det| kept)  ->  labels to context
+    ->  module = Flow(transform, base), behind a dequantizer for discrete values
+    ->  FlowNet (skorch: batches with seeded training noise, divergence guard,
+        early stopping, learning-rate schedule, the user's callbacks)
+
+``score_samples`` walks the same layers back: validate, scale, the module's
+log-density (averaged over dequantization draws, summed over classes), the
+scaler's log-determinant. An estimator class is a parameter list plus hooks:
+``_build_flow`` (which transform and base), ``_make_scaler``,
+``_dequantizer``, ``_smoothing_std`` (training noise), ``_context_dropout``
+and ``_sample_scaled``. None overrides ``fit``, ``score_samples`` or the
+sampling itself.
 """
 
 from numbers import Integral, Real
 
 import numpy as np
 import torch
+from scipy.special import logsumexp, softmax
 from sklearn.base import BaseEstimator, DensityMixin, _fit_context
 from sklearn.utils import check_random_state
-from sklearn.utils._param_validation import Interval, StrOptions, validate_params
-from sklearn.utils.validation import check_is_fitted, validate_data
-from skorch.callbacks import EarlyStopping
+from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils.metaestimators import available_if
+from sklearn.utils.multiclass import check_classification_targets
+from sklearn.utils.validation import check_is_fitted, column_or_1d
+from skorch.callbacks import Callback, EarlyStopping
 from skorch.helper import predefined_split
 
-from ._preprocessing import Standardizer
-from ._training import BatchIterator, DivergenceGuard, FlowNet, NegativeLogLikelihood, TensorDataset
+from .data import Standardizer, check_levels, restore_layout, scoring_noise, validate_layout
+from .flows import DequantizedFlow
+from .training import BatchIterator, DivergenceGuard, FlowNet, NegativeLogLikelihood, TensorDataset, lr_schedule
 
-__all__ = ["FlowDensity", "resolve_device"]
+__all__ = ["FlowDensity", "resolve_device", "batched", "TRAINING_DOC"]
 
 #: Rows per forward pass when scoring or sampling (keeps memory flat).
 INFERENCE_BATCH = 8192
@@ -28,6 +44,46 @@ GRADIENT_CLIP = 10.0
 #: :func:`_with_tail_guard`).
 TAIL_WEIGHT = 1e-3
 TAIL_SCALE = 3.0
+
+#: The training parameters every estimator shares, documented once.
+TRAINING_DOC = """
+    max_epochs : int, default={max_epochs}
+        Maximum number of passes over the training data.
+    batch_size : int, default={batch_size}
+        Rows per gradient step.
+    lr : float, default={lr}
+        Learning rate of AdamW.
+    weight_decay : float, default={weight_decay}
+        AdamW's decoupled weight decay.
+    lr_schedule : {{"constant", "cosine"}}, default="{lr_schedule}"
+        "cosine": the learning rate decays from ``lr`` to 0 over
+        ``max_epochs`` along a half cosine.
+    validation_fraction : float, default=0.1
+        Fraction of rows held out (seeded by ``random_state``) for early
+        stopping on the validation log-likelihood; the best weights are
+        restored. 0 turns the split and early stopping off.
+    patience : int, default={patience}
+        Epochs without validation improvement before training stops.
+    callbacks : list of skorch callbacks or (name, callback) pairs, default=None
+        Added to skflow's own (divergence guard, early stopping, schedule),
+        e.g. ``skorch.callbacks.ProgressBar()``, ``Checkpoint``,
+        ``LRScheduler`` or ``TensorBoard``.
+    device : str or torch.device, default="auto"
+        Where to train and evaluate: "auto" (CUDA when available, else the
+        CPU), or any torch device ("cpu", "cuda:1", "mps"). A device that is
+        not there is an error at ``fit``.
+    random_state : int, RandomState instance or None, default=None
+        Seeds weight initialisation, the validation split, shuffling and
+        every training noise. A fixed value gives identical results on the CPU.
+    verbose : int, default=0
+        Print the training and validation loss per epoch when > 0."""
+
+
+def training_doc(**defaults):
+    """:data:`TRAINING_DOC` with an estimator's defaults filled in."""
+    values = {"max_epochs": 300, "batch_size": 64, "lr": 0.001, "weight_decay": 1e-05, "patience": 20}
+    values.update(lr_schedule="constant", **defaults)
+    return TRAINING_DOC.format(**values)
 
 
 def _with_tail_guard(log_flow, Z, weight=TAIL_WEIGHT):
@@ -48,10 +104,45 @@ def _with_tail_guard(log_flow, Z, weight=TAIL_WEIGHT):
 
 
 def resolve_device(device):
-    """Map ``"auto"`` to ``"cuda"`` when a GPU is present, else ``"cpu"``."""
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
+    """A ``torch.device`` for ``device``; "auto" is CUDA when present, else the CPU.
+
+    Raises a ValueError naming the problem when the device does not exist here.
+    """
+    if isinstance(device, str) and device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(device)
+    except (RuntimeError, TypeError) as error:
+        raise ValueError(f"device={device!r} is not a torch device: {error}") from None
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if (device.index or 0) >= count:
+            raise ValueError(f"device={str(device)!r} is not available: this machine has {count} CUDA device(s).")
+    elif device.type == "mps" and not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
+        raise ValueError("device='mps' is not available on this machine.")
+    elif device.type not in ("cpu", "cuda", "mps"):
+        raise ValueError(f"device={str(device)!r} is not supported; use 'auto', 'cpu', 'cuda[:k]' or 'mps'.")
     return device
+
+
+@torch.no_grad()
+def batched(fn, n_rows, batch_size, device, **arrays):
+    """Call ``fn(n=size, **tensors)`` on consecutive batches; concatenate its outputs as float64.
+
+    ``arrays`` (numpy, or None) are sliced per batch and moved to ``device``
+    as float32 tensors; None stays None and is not passed. The one inference
+    loop of skflow: scoring and sampling both go through it.
+    """
+    chunks = []
+    for start in range(0, n_rows, batch_size):
+        stop = min(start + batch_size, n_rows)
+        tensors = {
+            key: torch.as_tensor(value[start:stop], dtype=torch.float32, device=device)
+            for key, value in arrays.items()
+            if value is not None
+        }
+        chunks.append(fn(n=stop - start, **tensors).double().cpu().numpy())
+    return np.concatenate(chunks)
 
 
 def _split_indices(n_samples, validation_fraction, rng):
@@ -63,51 +154,139 @@ def _split_indices(n_samples, validation_fraction, rng):
     return order[n_valid:], order[:n_valid]
 
 
+def _one_hot(labels, n_classes):
+    return np.eye(n_classes)[labels]
+
+
+def _is_conditional(estimator):
+    """Whether the estimator was fitted with class labels (gates ``predict`` and ``predict_proba``)."""
+    return getattr(estimator, "classes_", None) is not None
+
+
+def _named_callbacks(callbacks):
+    """The user's callbacks as unique ``(name, callback)`` pairs."""
+    named = []
+    for k, item in enumerate(callbacks or []):
+        name, callback = item if isinstance(item, tuple) else (f"user_{k}_{type(item).__name__}", item)
+        if not isinstance(callback, Callback):
+            raise TypeError(f"callbacks must hold skorch callbacks, got {type(callback).__name__}.")
+        named.append((name, callback))
+    return named
+
+
 class FlowDensity(DensityMixin, BaseEstimator):
     """Base class of skflow's density estimators. Not used directly.
 
-    Subclasses define ``__init__`` with their hyperparameters and
-    ``_build_flow(n_features)`` returning a :class:`skflow.flows.Flow`.
-    The common parameters are documented on each subclass.
+    Fitted with class labels ``y``, a density learns ``p(x | y)`` with the
+    labels as the flow's context (one-hot). ``score_samples`` is then the
+    marginal ``log sum_c pi_c p(x | c)``, ``predict_proba`` and ``predict``
+    classify by Bayes' rule, and ``sample(..., y=...)`` draws given classes.
+
+    Subclasses define ``__init__`` with their hyperparameters and the hook
+    ``_build_flow(n_features, context_features)`` returning a
+    :class:`skflow.flows.Flow`; the other hooks have tabular defaults.
     """
 
     #: Weight of the wide Gaussian mixed into the density (0 turns it off).
     _tail_weight = TAIL_WEIGHT
+    #: Whether X may be images: "never", "optional" or "required".
+    _images = "never"
+    #: Rows per forward pass when scoring and sampling.
+    _inference_batch = INFERENCE_BATCH
+    #: Training rows re-scored after fit to check the model is finite.
+    _check_rows = INFERENCE_BATCH
 
     _parameter_constraints = {
-        "hidden_features": [tuple, list],
         "max_epochs": [Interval(Integral, 1, None, closed="left")],
         "batch_size": [Interval(Integral, 1, None, closed="left")],
         "lr": [Interval(Real, 0, None, closed="neither")],
         "weight_decay": [Interval(Real, 0, None, closed="left")],
+        "lr_schedule": [StrOptions({"constant", "cosine"})],
         "validation_fraction": [Interval(Real, 0, 1, closed="left")],
         "patience": [Interval(Integral, 1, None, closed="left")],
-        "dequantize": [StrOptions({"auto"}), "boolean"],
-        "device": [StrOptions({"auto", "cpu", "cuda"})],
+        "callbacks": [list, None],
+        "device": [str, torch.device],
         "random_state": ["random_state"],
         "verbose": ["verbose"],
     }
 
-    # ------------------------------------------------------------------ fit
-    def _build_flow(self, n_features):
-        """Return the torch :class:`~skflow.flows.Flow` to fit (defined by subclasses)."""
+    # ---------------------------------------------------------------- hooks
+    def _build_flow(self, n_features, context_features):
+        """Return the :class:`~skflow.flows.Flow` over scaled rows (defined by subclasses)."""
         raise TypeError(f"{type(self).__name__} does not define _build_flow; use a concrete estimator.")
 
-    def _check_hidden_features(self):
-        hidden = self.hidden_features
-        if len(hidden) == 0 or not all(isinstance(h, Integral) and h >= 1 for h in hidden):
-            raise ValueError(
-                f"hidden_features must be a non-empty tuple of positive integers, got {hidden!r}."
-            )
+    def _check_params(self):
+        """Checks beyond ``_parameter_constraints`` (run at the start of ``fit``)."""
+        hidden = getattr(self, "hidden_features", None)
+        if hidden is not None and (
+            len(hidden) == 0 or not all(isinstance(h, Integral) and h >= 1 for h in hidden)
+        ):
+            raise ValueError(f"hidden_features must be a non-empty tuple of positive integers, got {hidden!r}.")
 
-    def _make_net(self, module, device, noise_width, valid_data, seed, smoothing_std=None):
+    def _make_scaler(self):
+        """The map from X to the flow's units (see :mod:`skflow.data.scaling`)."""
+        return Standardizer(getattr(self, "dequantize", "auto"))
+
+    def _dequantizer(self):
+        """A dequantizer module for discrete values inside the model, or None."""
+        return None
+
+    def _smoothing_std(self):
+        """Per-feature std of the Gaussian training noise, in the flow's units (None: none)."""
+        noise = getattr(self, "point_mass_noise", 0.0)
+        point_mass = self.standardizer_.point_mass_
+        return point_mass * noise if noise > 0 and point_mass is not None else None
+
+    def _context_dropout(self):
+        """Probability that a training row's class context is replaced by the null (zero) context."""
+        return 0.0
+
+    def _sample_scaled(self, module, n, context, generator):
+        """Draw ``n`` rows in the flow's units (subclasses add options such as guidance)."""
+        return module.sample(n, context, generator)
+
+    # ------------------------------------------------------------------ fit
+    def _validate(self, X, reset):
+        X = validate_layout(
+            self, X, reset=reset, images=self._images, image_shape=getattr(self, "image_shape", None)
+        )
+        if getattr(self, "n_bins", None) is not None:
+            check_levels(X, self.n_bins)
+        return X
+
+    def _encode_labels(self, y, n_samples):
+        """One-hot context of the class labels ``y`` (sets ``classes_``, ``class_prior_``); None without y."""
+        self.classes_ = self.class_prior_ = None
+        if y is None:
+            return None
+        y = column_or_1d(y, warn=True)
+        if len(y) != n_samples:
+            raise ValueError(f"X has {n_samples} samples but y has {len(y)}.")
+        try:
+            check_classification_targets(y)
+        except ValueError as error:
+            raise ValueError(
+                f"y must hold class labels (the density is then fitted as p(x | y)); {error}"
+            ) from None
+        self.classes_, labels = np.unique(y, return_inverse=True)
+        self.class_prior_ = np.bincount(labels) / len(labels)
+        return _one_hot(labels, len(self.classes_))
+
+    def _build_module(self, n_features, context_features):
+        flow = self._build_flow(n_features, context_features)
+        dequantizer = self._dequantizer()
+        return flow if dequantizer is None else DequantizedFlow(flow, dequantizer)
+
+    def _make_net(self, module, device, valid_set, seed):
         callbacks = [("divergence_guard", DivergenceGuard(max_norm=GRADIENT_CLIP))]
-        train_split = None
-        if valid_data is not None:
-            train_split = predefined_split(TensorDataset(valid_data, device=device))
+        if valid_set is not None:
             stopper = EarlyStopping(patience=self.patience, threshold=0.0, threshold_mode="abs", load_best=True)
             callbacks.append(("early_stopping", stopper))
-        smoothing = {} if smoothing_std is None else {"iterator_train__smoothing_std": smoothing_std}
+        schedule = lr_schedule(self.lr_schedule, self.max_epochs)
+        if schedule is not None:
+            callbacks.append(("lr_schedule", schedule))
+        callbacks += _named_callbacks(self.callbacks)
+        dequantized = isinstance(module, DequantizedFlow)
         return FlowNet(
             module,
             criterion=NegativeLogLikelihood,
@@ -116,75 +295,67 @@ class FlowDensity(DensityMixin, BaseEstimator):
             lr=self.lr,
             max_epochs=self.max_epochs,
             batch_size=self.batch_size,
-            train_split=train_split,
+            train_split=None if valid_set is None else predefined_split(valid_set),
             callbacks=callbacks,
-            dataset=TensorDataset,
-            dataset__device=device,
             iterator_train=BatchIterator,
             iterator_train__shuffle=True,
-            iterator_train__noise_width=noise_width,
+            iterator_train__noise_width=self.standardizer_.noise_width,
+            iterator_train__smoothing_std=self._smoothing_std(),
+            iterator_train__context_dropout=self._context_dropout(),
+            iterator_train__dequantization_noise=dequantized,
             iterator_train__seed=seed,
             iterator_valid=BatchIterator,
-            **smoothing,
+            iterator_valid__dequantization_noise=dequantized,
+            iterator_valid__seed=seed + 1,
             device=device,
             verbose=int(self.verbose),
         )
 
-    def _prepare(self, X):
-        """Validate X for fit and set the standardiser; return standardised X."""
-        X = validate_data(self, X, dtype=np.float64, ensure_min_samples=2)
-        self.standardizer_ = Standardizer(self.dequantize).fit(X)
-        return self.standardizer_.transform(X)
-
     @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X, y=None):
-        """Fit the flow to X by maximum likelihood (forward KL).
+        """Fit the flow to X by maximum likelihood (forward KL); ``p(x | y)`` when labels are given.
 
         Parameters
         ----------
         X : array-like of shape (n_samples, n_features)
-            Training data. Integer-valued columns are dequantized (see
-            ``dequantize``).
-        y : None
-            Ignored.
+            Training data (images in the layouts the estimator accepts).
+        y : array-like of shape (n_samples,), default=None
+            Class labels. None fits ``p(x)``; labels fit ``p(x | y)``, and the
+            estimator is then also a generative classifier.
 
         Returns
         -------
         self : object
             The fitted estimator.
         """
-        self._check_hidden_features()
-        Z = self._prepare(X)
-        rng = check_random_state(self.random_state)
-        init_seed, loop_seed = rng.randint(np.iinfo(np.int32).max, size=2)
-        train, valid = _split_indices(len(Z), self.validation_fraction, rng)
+        self._check_params()
         device = resolve_device(self.device)
+        X = self._validate(X, reset=True)
+        context = self._encode_labels(y, len(X))
+        self.standardizer_ = self._make_scaler().fit(X)
+        Z = self.standardizer_.transform(X)
+        rng = check_random_state(self.random_state)
+        init_seed, loop_seed = (int(s) for s in rng.randint(np.iinfo(np.int32).max - 1, size=2))
+        train, valid = _split_indices(len(Z), self.validation_fraction, rng)
+        rows = lambda index: (Z[index], None if context is None else context[index])  # noqa: E731
+        valid_set = TensorDataset(*rows(valid), device=device) if len(valid) else None
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(int(init_seed))
-            module = self._build_flow(Z.shape[1])
-            valid_data = Z[valid] if len(valid) else None
-            net = self._make_net(
-                module, device, self.standardizer_.noise_width, valid_data, int(loop_seed), self._smoothing_std()
-            )
-            net.fit(Z[train])
+            torch.manual_seed(init_seed)
+            module = self._build_module(Z.shape[1], 0 if context is None else context.shape[1])
+            net = self._make_net(module, device, valid_set, loop_seed)
+            net.fit(TensorDataset(*rows(train), device=device), None)
         self.net_ = net
         self.history_ = net.history
         self.n_iter_ = len(net.history)
-        self._check_trained(Z[train])
+        self._check_trained(*rows(train[: self._check_rows]))
         return self
 
-    def _smoothing_std(self):
-        """Per-feature std of the Gaussian training noise on point-mass columns (None: none)."""
-        noise = getattr(self, "point_mass_noise", 0.0)
-        return self.standardizer_.point_mass_ * noise if noise > 0 else None
-
-    def _check_trained(self, Z):
+    def _check_trained(self, Z, context):
         """Refuse to return a model that cannot score its own training data."""
-        log_prob = self._log_prob(Z[:INFERENCE_BATCH])
-        if not np.all(np.isfinite(log_prob)):
+        if not np.all(np.isfinite(self._log_prob(Z, context))):
             raise FloatingPointError(
                 "The fitted flow gives non-finite log-densities on its own training data. "
-                "Try a smaller `lr`, a larger `weight_decay` or fewer `n_transforms`."
+                "Try a smaller `lr`, a larger `weight_decay` or a smaller model."
             )
 
     # -------------------------------------------------------------- scoring
@@ -197,14 +368,31 @@ class FlowDensity(DensityMixin, BaseEstimator):
     def _device(self):
         return next(self.net_.module_.parameters()).device
 
-    @torch.no_grad()
-    def _log_prob(self, Z):
-        module, device = self._module, self._device()
-        out = np.empty(len(Z))
-        for start in range(0, len(Z), INFERENCE_BATCH):
-            batch = torch.as_tensor(Z[start : start + INFERENCE_BATCH], dtype=torch.float32, device=device)
-            out[start : start + len(batch)] = module.log_prob(batch).double().cpu().numpy()
-        return out
+    def _log_prob(self, Z, context=None):
+        """``log p(z | context)`` per row in the flow's units; averaged in probability over
+        ``n_score_draws`` dequantization draws (an importance-weighted bound) when dequantized."""
+        module = self._module
+        score = lambda n, **batch: module(**batch)  # noqa: E731
+        if not isinstance(module, DequantizedFlow):
+            return batched(score, len(Z), self._inference_batch, self._device(), x=Z, context=context)
+        draws = [
+            batched(score, len(Z), self._inference_batch, self._device(), x=Z, context=context, noise=noise)
+            for noise in scoring_noise(Z, self.n_score_draws)
+        ]
+        return logsumexp(draws, axis=0) - np.log(len(draws))
+
+    def _joint_log_likelihood(self, X):
+        """``log pi_c + log p(x | c)`` per row and class, every Jacobian counted; (n, 1) without classes."""
+        check_is_fitted(self)
+        Z = self.standardizer_.transform(self._validate(X, reset=False))
+        if self.classes_ is None:
+            contexts, log_prior = [None], np.zeros(1)
+        else:
+            n_classes = len(self.classes_)
+            contexts = [np.tile(_one_hot(c, n_classes), (len(Z), 1)) for c in range(n_classes)]
+            log_prior = np.log(self.class_prior_)
+        columns = [_with_tail_guard(self._log_prob(Z, context), Z, self._tail_weight) for context in contexts]
+        return np.stack(columns, axis=1) + log_prior + self.standardizer_.log_det_
 
     def score_samples(self, X):
         """Log-density of each sample, in the units of X.
@@ -212,20 +400,20 @@ class FlowDensity(DensityMixin, BaseEstimator):
         Parameters
         ----------
         X : array-like of shape (n_samples, n_features)
-            Points to evaluate.
+            Points to evaluate, in the layout used in fit.
 
         Returns
         -------
         log_density : ndarray of shape (n_samples,)
-            ``log p(x)`` per row (float64), the standardisation's
-            log-determinant included. The density is the flow's mixed with a
-            wide Gaussian of weight 0.001 (in standardised units, scale 3),
-            which keeps unseen values from getting absurdly low scores.
+            ``log p(x)`` per row (float64), the scaling's log-determinant
+            included; for a model fitted with class labels, the marginal
+            ``log sum_c pi_c p(x | c)``. Tabular densities are the flow's
+            mixed with a wide Gaussian of weight 0.001 (in standardised units,
+            scale 3), which keeps unseen values from getting absurdly low
+            scores. For discrete values (``n_bins``) the importance-weighted
+            lower bound of the log-probability.
         """
-        check_is_fitted(self)
-        X = validate_data(self, X, dtype=np.float64, reset=False)
-        Z = self.standardizer_.transform(X)
-        return _with_tail_guard(self._log_prob(Z), Z, self._tail_weight) + self.standardizer_.log_det_
+        return logsumexp(self._joint_log_likelihood(X), axis=1)
 
     def score(self, X, y=None):
         """Mean log-likelihood of X (higher is better).
@@ -235,7 +423,7 @@ class FlowDensity(DensityMixin, BaseEstimator):
         X : array-like of shape (n_samples, n_features)
             Points to evaluate.
         y : None
-            Ignored.
+            Ignored: the score is the marginal log-likelihood of X.
 
         Returns
         -------
@@ -244,12 +432,37 @@ class FlowDensity(DensityMixin, BaseEstimator):
         """
         return float(np.mean(self.score_samples(X)))
 
+    @available_if(_is_conditional)
+    def predict_proba(self, X):
+        """Class posterior ``p(c | x)`` by Bayes' rule (fitted with ``y`` only).
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+
+        Returns
+        -------
+        proba : ndarray of shape (n_samples, n_classes)
+            Columns in the order of ``classes_``.
+        """
+        return softmax(self._joint_log_likelihood(X), axis=1)
+
+    @available_if(_is_conditional)
+    def predict(self, X):
+        """Most probable class of each sample (fitted with ``y`` only).
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+
+        Returns
+        -------
+        y : ndarray of shape (n_samples,)
+        """
+        return self.classes_[np.argmax(self._joint_log_likelihood(X), axis=1)]
+
     # ------------------------------------------------------------- sampling
-    @validate_params(
-        {"n_samples": [Interval(Integral, 1, None, closed="left")], "random_state": ["random_state"]},
-        prefer_skip_nested_validation=True,
-    )
-    def sample(self, n_samples=1, random_state=None):
+    def sample(self, n_samples=1, random_state=None, *, y=None):
         """Draw samples from the fitted density.
 
         Parameters
@@ -258,33 +471,58 @@ class FlowDensity(DensityMixin, BaseEstimator):
             Number of samples.
         random_state : int, RandomState instance or None, default=None
             Seeds the draw; None draws fresh randomness.
+        y : label or array-like of shape (n_samples,), default=None
+            Classes to sample (models fitted with labels only); None draws
+            the classes from ``class_prior_``, i.e. samples the marginal.
 
         Returns
         -------
         X : ndarray or DataFrame of shape (n_samples, n_features)
-            Samples in the units of the training data; a DataFrame with the
-            training columns when the estimator was fitted on one.
-            Integer-valued columns come back as integers.
+            Samples in the layout and units of the training data; a DataFrame
+            with the training columns when fitted on one. Integer-valued
+            columns (and ``n_bins`` pixels) come back as integers.
         """
+        return self._sample(n_samples, random_state, y)
+
+    def _sample(self, n_samples, random_state, y, **options):
         check_is_fitted(self)
-        seed = int(check_random_state(random_state).randint(np.iinfo(np.int32).max))
-        Z = self._draw(n_samples, seed)
-        rng = np.random.default_rng(seed)
-        wide = rng.random(n_samples) < self._tail_weight  # rows drawn from the tail guard
-        Z[wide] = TAIL_SCALE * rng.standard_normal((int(wide.sum()), Z.shape[1]))
-        return self._wrap_output(self.standardizer_.inverse_transform(Z))
+        if not (isinstance(n_samples, Integral) and n_samples >= 1):
+            raise ValueError(f"n_samples must be a positive integer, got {n_samples!r}.")
+        rng = check_random_state(random_state)
+        labels = self._pick_labels(n_samples, y, rng)
+        context = None if labels is None else _one_hot(labels, len(self.classes_))
+        device = self._device()
+        generator = torch.Generator(device=device).manual_seed(int(rng.randint(np.iinfo(np.int32).max)))
+        module = self._module
+        draw = lambda n, context=None: self._sample_scaled(module, n, context, generator, **options)  # noqa: E731
+        Z = batched(draw, n_samples, self._inference_batch, device, context=context)
+        if self._tail_weight > 0:  # rows drawn from the wide Gaussian of the tail guard
+            wide = torch.rand(n_samples, generator=generator, device=device).cpu().numpy() < self._tail_weight
+            noise = torch.randn(Z.shape, generator=generator, device=device).double().cpu().numpy()
+            Z[wide] = TAIL_SCALE * noise[wide]
+        return self._restore(self.standardizer_.inverse_transform(Z))
 
-    @torch.no_grad()
-    def _draw(self, n_samples, seed):
-        module, device = self._module, self._device()
-        generator = torch.Generator(device=device).manual_seed(seed)
-        chunks = []
-        for start in range(0, n_samples, INFERENCE_BATCH):
-            n = min(INFERENCE_BATCH, n_samples - start)
-            chunks.append(module.sample(n, generator).double().cpu().numpy())
-        return np.concatenate(chunks)
+    def _pick_labels(self, n_samples, y, rng):
+        """Class indices to sample: ``y`` checked against ``classes_``, or drawn from the prior."""
+        if self.classes_ is None:
+            if y is not None:
+                raise ValueError("y was given but the estimator was fitted without class labels.")
+            return None
+        if y is None:
+            return rng.choice(len(self.classes_), size=n_samples, p=self.class_prior_)
+        y = np.broadcast_to(np.asarray(y), (n_samples,))
+        index = np.searchsorted(self.classes_, y).clip(0, len(self.classes_) - 1)
+        if np.any(self.classes_[index] != y):
+            raise ValueError(f"y holds labels not seen in fit; known classes are {self.classes_}.")
+        return index
 
-    def _wrap_output(self, X):
+    def _restore(self, X):
+        """Rows in the user's units back to the layout (and integer type) of the training data."""
+        if getattr(self, "n_bins", None) is not None:
+            X = X.astype(np.int64)
+        layout = self.layout_
+        if layout is not None and layout.ndim != 2:
+            return restore_layout(X, layout)
         if hasattr(self, "feature_names_in_"):
             import pandas as pd
 

@@ -1,8 +1,10 @@
 """Base distributions of flows, as torch modules with ``log_prob`` and ``sample``.
 
 Every distribution here is over vectors of ``n_features`` (or any event shape
-for :class:`StandardNormal`); ``log_prob`` sums over the event dimensions and
-returns shape ``(n_samples,)``.
+for :class:`StandardNormal`); ``log_prob(z, context=None)`` sums over the
+event dimensions and returns shape ``(n_samples,)``, and
+``sample(n_samples, context=None, generator=None)`` draws with a seeded
+``torch.Generator``. Only :class:`MADEMixture` uses the context.
 """
 
 import math
@@ -10,7 +12,7 @@ import math
 import torch
 from torch import nn
 
-from .transforms._base import soft_clamp, sum_except_batch
+from .transforms.core import soft_clamp, sum_except_batch
 from .transforms.autoregressive import MADE
 
 __all__ = ["StandardNormal", "DiagonalNormal", "GaussianMixture", "MADEMixture"]
@@ -30,10 +32,10 @@ class StandardNormal(nn.Module):
         self.event_shape = tuple(event_shape)
         self.register_buffer("_anchor", torch.zeros(()))  # follows .to(device/dtype)
 
-    def log_prob(self, z):
+    def log_prob(self, z, context=None):
         return sum_except_batch(-0.5 * z**2 - 0.5 * _LOG_2PI)
 
-    def sample(self, n_samples, generator=None):
+    def sample(self, n_samples, context=None, generator=None):
         a = self._anchor
         return torch.randn(n_samples, *self.event_shape, generator=generator, device=a.device, dtype=a.dtype)
 
@@ -46,11 +48,11 @@ class DiagonalNormal(StandardNormal):
         self.loc = nn.Parameter(torch.zeros(n_features))
         self.log_scale = nn.Parameter(torch.zeros(n_features))
 
-    def log_prob(self, z):
+    def log_prob(self, z, context=None):
         return _normal_log_prob(z, self.loc, self.log_scale).sum(dim=1)
 
-    def sample(self, n_samples, generator=None):
-        return self.loc + torch.exp(self.log_scale) * super().sample(n_samples, generator)
+    def sample(self, n_samples, context=None, generator=None):
+        return self.loc + torch.exp(self.log_scale) * super().sample(n_samples, generator=generator)
 
 
 class GaussianMixture(StandardNormal):
@@ -66,13 +68,13 @@ class GaussianMixture(StandardNormal):
         self.loc = nn.Parameter(torch.randn(n_components, n_features))
         self.log_scale = nn.Parameter(torch.zeros(n_components, n_features))
 
-    def log_prob(self, z):
+    def log_prob(self, z, context=None):
         per_component = _normal_log_prob(z[:, None, :], self.loc, self.log_scale).sum(dim=2)
         return torch.logsumexp(per_component + torch.log_softmax(self.logits, 0), dim=1)
 
-    def sample(self, n_samples, generator=None):
+    def sample(self, n_samples, context=None, generator=None):
         index = torch.multinomial(torch.softmax(self.logits, 0), n_samples, True, generator=generator)
-        eps = super().sample(n_samples, generator)
+        eps = super().sample(n_samples, generator=generator)
         return self.loc[index] + torch.exp(self.log_scale[index]) * eps
 
 
@@ -91,12 +93,16 @@ class MADEMixture(StandardNormal):
         Autoregressive order (natural if None).
     max_log_scale : float, default=3.0
         Bound on the components' log-scales.
+    context_features : int, default=0
+        Width of the context that the MADE also sees.
     """
 
-    def __init__(self, n_features, n_components=10, hidden_features=(64, 64), order=None, max_log_scale=3.0):
+    def __init__(
+        self, n_features, n_components=10, hidden_features=(64, 64), order=None, max_log_scale=3.0, context_features=0
+    ):
         super().__init__(n_features)
         self.n_components = n_components
-        self.made = MADE(n_features, 3 * n_components, hidden_features, order)
+        self.made = MADE(n_features, 3 * n_components, hidden_features, order, context_features)
         self.max_log_scale = max_log_scale
         # Spread the components' initial means so they do not start identical.
         with torch.no_grad():
@@ -104,24 +110,24 @@ class MADEMixture(StandardNormal):
             bias = self.made.net[-1].bias.view(3, n_components, n_features)
             bias[1] = spread[:, None]
 
-    def _mixture_params(self, x):
-        h = self.made(x).view(x.shape[0], 3, self.n_components, -1)
+    def _mixture_params(self, x, context):
+        h = self.made(x, context).view(x.shape[0], 3, self.n_components, -1)
         logits, loc, raw = h.unbind(dim=1)
         return torch.log_softmax(logits, dim=1), loc, soft_clamp(raw, self.max_log_scale)
 
-    def log_prob(self, x):
-        log_weights, loc, log_scale = self._mixture_params(x)
+    def log_prob(self, x, context=None):
+        log_weights, loc, log_scale = self._mixture_params(x, context)
         per_component = _normal_log_prob(x[:, None, :], loc, log_scale) + log_weights
         return torch.logsumexp(per_component, dim=1).sum(dim=1)
 
-    def sample(self, n_samples, generator=None):
-        eps = super().sample(n_samples, generator)
+    def sample(self, n_samples, context=None, generator=None):
+        eps = super().sample(n_samples, generator=generator)
         uniform = torch.rand(eps.shape, generator=generator, device=eps.device, dtype=eps.dtype)
         x = torch.zeros_like(eps)
         for i in torch.argsort(self.made.order).tolist():
-            log_weights, loc, log_scale = self._mixture_params(x)
+            log_weights, loc, log_scale = self._mixture_params(x, context)
             cdf = torch.cumsum(torch.exp(log_weights[:, :, i]), dim=1)
-            k = torch.searchsorted(cdf, uniform[:, i : i + 1]).clamp_max(self.n_components - 1)
+            k = torch.searchsorted(cdf, uniform[:, i : i + 1].contiguous()).clamp_max(self.n_components - 1)
             mu = loc[:, :, i].gather(1, k)[:, 0]
             sigma = torch.exp(log_scale[:, :, i].gather(1, k)[:, 0])
             x[:, i] = mu + sigma * eps[:, i]

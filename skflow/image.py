@@ -1,24 +1,27 @@
 """Image density estimators: multi-scale RealNVP and Glow.
 
 Both accept ``(n, C, H, W)``, ``(n, H, W)`` or flat ``(n, C*H*W)`` arrays with
-``image_shape``; with ``n_bins`` they model discrete pixels through
-(uniform or variational) dequantization and a logit, and ``score_samples``
-is a lower bound of the log-probability of each discrete image in nats (see
-:func:`skflow._image.bits_per_dim`).
+``image_shape``. With ``n_bins`` they model discrete pixels through a
+dequantizer inside the model (uniform or variational) and a logit, and
+``score_samples`` is a lower bound of the log-probability of each discrete
+image in nats (see :func:`skflow.metrics.bits_per_dim`); without, the pixels
+are continuous, standardised by one global mean and scale.
 """
 
-from numbers import Integral
+from numbers import Integral, Real
 
-from sklearn.utils._param_validation import Interval
+from sklearn.utils._param_validation import Interval, StrOptions
 
-from ._image import IMAGE_DOC, ImageFlowDensity
+from .base import FlowDensity, training_doc
+from .data import GlobalScaler, UniformDequantization, VariationalDequantization
 from .distributions import StandardNormal
 from .flows import Flow
-from .transforms import ActNorm, AffineCoupling, Compose
+from .transforms import ActNorm, AffineCoupling, Compose, Inverse, LULinear
 from .transforms.image import (
     ConvResNet,
+    FixedAffine,
     Flatten,
-    InvertibleConv1x1,
+    Logit,
     MultiScale,
     Squeeze,
     channel_mask,
@@ -29,64 +32,88 @@ __all__ = ["GlowDensity", "RealNVPImageDensity"]
 
 _POSITIVE_INT = [Interval(Integral, 1, None, closed="left")]
 
-_TRAINING_DOC = """
-    max_epochs : int, default=100
-        Maximum number of passes over the training images.
-    batch_size : int, default=64
-        Images per gradient step.
-    lr : float, default=1e-3
-        Learning rate of AdamW.
-    weight_decay : float, default=0.0
-        AdamW's decoupled weight decay.
-    validation_fraction : float, default=0.1
-        Fraction of images held out (seeded by ``random_state``) for early
-        stopping on the validation bound; the best weights are restored.
-        0 turns the split and early stopping off.
-    patience : int, default=10
-        Epochs without validation improvement before training stops.
-    device : {"auto", "cpu", "cuda"}, default="auto"
-        Where to train and evaluate; "auto" picks CUDA when available.
-    random_state : int, RandomState instance or None, default=None
-        Seeds initialisation, the validation split, shuffling and the
-        training dequantization noise.
-    verbose : int, default=0
-        Print training and validation loss per epoch when > 0."""
+IMAGE_DOC = """
+    image_shape : tuple of int, default=None
+        ``(C, H, W)`` or ``(H, W)``; needed when X is flat ``(n, C*H*W)``
+        (e.g. in a Pipeline), otherwise read from X of shape ``(n, C, H, W)``
+        or ``(n, H, W)``.
+    n_bins : int, default=None
+        The pixels are integers in ``[0, n_bins)`` (256 for 8-bit images, 17
+        for scikit-learn's digits): they are dequantized, ``score_samples``
+        is a lower bound of the log-probability of the discrete image (nats)
+        and samples are integers. None: continuous pixels.
+    dequantization : {"uniform", "variational"}, default="uniform"
+        Uniform noise in each cell, or a conditional flow ``q(u | x)`` trained
+        jointly (Flow++); used with ``n_bins``.
+    logit_alpha : float or None, default=0.05
+        Discrete pixels ``y`` in ``(0, 1)`` are modelled in logit space,
+        ``logit(alpha + (1 - 2 alpha) y)``; None models ``2 y - 1``.
+    n_score_draws : int, default=4
+        Dequantization draws per image in ``score_samples`` (combined as an
+        importance-weighted bound; seeded by each image's values, so scores
+        are deterministic)."""
 
 _ATTRIBUTES_DOC = """
-    net_ : skflow._training.FlowNet
-        The fitted skorch network; ``net_.module_`` is a
-        :class:`skflow._image.DequantizedImageFlow`.
+    net_ : skflow.training.FlowNet
+        The fitted skorch network; ``net_.module_`` is the flow (behind a
+        :class:`skflow.flows.DequantizedFlow` with ``n_bins``).
     history_ : skorch.History
         Per-epoch training (and validation) loss: minus the bound, in nats
         per image (of standardised pixels when ``n_bins`` is None).
     n_iter_ : int
         Number of epochs run.
+    standardizer_ : skflow.data.GlobalScaler
+        The affine map of the pixels (identity with ``n_bins``); its
+        log-determinant is added to every log-density.
     image_shape_ : tuple of int
         ``(C, H, W)`` of the training images.
-    layout_ : skflow._image.ImageLayout
+    layout_ : skflow.data.ImageLayout
         The layout of X in ``fit``; ``sample`` returns it.
+    classes_ : ndarray of shape (n_classes,) or None
+        Class labels seen in fit (None when fitted without ``y``).
+    class_prior_ : ndarray of shape (n_classes,) or None
+        Class frequencies in the training data.
     n_features_in_ : int
         ``C * H * W``."""
 
+_DEQUANTIZERS = {
+    "uniform": lambda est: UniformDequantization(est.n_bins),
+    "variational": lambda est: VariationalDequantization(est.n_bins, est.image_shape_),
+}
+
+_POSITIVE_INT = [Interval(Integral, 1, None, closed="left")]
+
+#: Images per forward pass when scoring (conv activations are large).
+IMAGE_BATCH = 512
+
+
+def pixel_transform(n_bins, logit_alpha):
+    """The flow's first step on dequantized pixels in ``(0, 1)``: a logit, or ``2 y - 1``; None without bins."""
+    if n_bins is None:
+        return None
+    return Logit(logit_alpha) if logit_alpha is not None else FixedAffine(2.0, -1.0)
+
 
 def _doc(cls):
+    training = training_doc(max_epochs=100, weight_decay=0.0, patience=10)
     cls.__doc__ = (
         cls.__doc__.replace("{image}", IMAGE_DOC)
-        .replace("{training}", _TRAINING_DOC)
+        .replace("{training}", training)
         .replace("{attributes}", _ATTRIBUTES_DOC)
     )
     return cls
 
 
-def _coupling(mask, n_channels, hidden_channels, n_blocks):
-    return AffineCoupling(mask, ConvResNet(n_channels, 2 * n_channels, hidden_channels, n_blocks))
+def _coupling(mask, n_channels, hidden_channels, n_blocks, context_features):
+    conditioner = ConvResNet(n_channels + context_features, 2 * n_channels, hidden_channels, n_blocks)
+    return AffineCoupling(mask, conditioner)
 
 
 def _can_squeeze(shape):
     return shape[1] % 2 == 0 and shape[2] % 2 == 0
 
 
-def _realnvp(shape, n_levels, hidden_channels, n_blocks):
+def _realnvp(shape, n_levels, hidden_channels, n_blocks, context_features=0):
     """RealNVP's multi-scale transform (Dinh et al. 2017, section 3.6) on images of ``shape``.
 
     Each level: 3 checkerboard couplings, squeeze, 3 channel-wise couplings,
@@ -100,7 +127,7 @@ def _realnvp(shape, n_levels, hidden_channels, n_blocks):
         layers = []
         for k in range(count):
             layers += [
-                _coupling(checkerboard_mask(h, w, k % 2), channels, hidden_channels, n_blocks),
+                _coupling(checkerboard_mask(h, w, k % 2), channels, hidden_channels, n_blocks, context_features),
                 ActNorm(channels),
             ]
         return layers
@@ -110,14 +137,17 @@ def _realnvp(shape, n_levels, hidden_channels, n_blocks):
     squeezed = (4 * n_channels, height // 2, width // 2)
     channelwise = []
     for k in range(3):
-        channelwise += [_coupling(channel_mask(squeezed[0], k % 2), squeezed[0], hidden_channels, n_blocks)]
+        channelwise += [
+            _coupling(channel_mask(squeezed[0], k % 2), squeezed[0], hidden_channels, n_blocks, context_features)
+        ]
         channelwise += [ActNorm(squeezed[0])]
     level = Compose(*checkers(n_channels, height, width, 3), Squeeze(), *channelwise)
     inner_shape = (squeezed[0] - squeezed[0] // 2, *squeezed[1:])
-    return MultiScale(level, _realnvp(inner_shape, n_levels - 1, hidden_channels, n_blocks), squeezed)
+    inner = _realnvp(inner_shape, n_levels - 1, hidden_channels, n_blocks, context_features)
+    return MultiScale(level, inner, squeezed)
 
 
-def _glow(shape, n_levels, n_steps, hidden_channels, n_blocks):
+def _glow(shape, n_levels, n_steps, hidden_channels, n_blocks, context_features=0):
     """Glow's multi-scale transform (Kingma and Dhariwal 2018, figure 2) on images of ``shape``.
 
     Each level: squeeze, then ``n_steps`` of act-norm, invertible 1x1
@@ -134,30 +164,57 @@ def _glow(shape, n_levels, n_steps, hidden_channels, n_blocks):
     for _ in range(n_steps):
         steps += [
             ActNorm(squeezed[0]),
-            InvertibleConv1x1(squeezed[0]),
-            _coupling(channel_mask(squeezed[0]), squeezed[0], hidden_channels, n_blocks),
+            LULinear(squeezed[0], dim=1, init="rotation"),
+            _coupling(channel_mask(squeezed[0]), squeezed[0], hidden_channels, n_blocks, context_features),
         ]
     if n_levels == 1 or not _can_squeeze(squeezed):
         return Compose(Squeeze(), *steps, Flatten(squeezed))
     # Glow's learned prior of the factored-out half, N(mu(kept), sigma(kept)),
     # written as an affine coupling of that half conditioned on the kept half.
-    prior = _coupling(channel_mask(squeezed[0], 1), squeezed[0], hidden_channels, n_blocks)
+    prior = _coupling(channel_mask(squeezed[0], 1), squeezed[0], hidden_channels, n_blocks, context_features)
     level = Compose(Squeeze(), *steps, prior)
     inner_shape = (squeezed[0] // 2, *squeezed[1:])
-    return MultiScale(level, _glow(inner_shape, n_levels - 1, n_steps, hidden_channels, n_blocks), squeezed)
+    inner = _glow(inner_shape, n_levels - 1, n_steps, hidden_channels, n_blocks, context_features)
+    return MultiScale(level, inner, squeezed)
 
 
-class _ConvFlowDensity(ImageFlowDensity):
+class _ImageDensity(FlowDensity):
+    """The hooks the image estimators share: images in, global scaling or dequantization, pixel transform.
+
+    Subclasses define ``_image_transform(image_shape, context_features)``.
+    """
+
+    _tail_weight = 0.0  # image scores are dequantization bounds; no tail mixture
+    _images = "required"
+    _inference_batch = IMAGE_BATCH
+    _check_rows = 256
+
     _parameter_constraints = {
-        **ImageFlowDensity._parameter_constraints,
+        **FlowDensity._parameter_constraints,
+        "image_shape": [tuple, list, None],
+        "n_bins": [Interval(Integral, 2, None, closed="left"), None],
+        "dequantization": [StrOptions(set(_DEQUANTIZERS))],
+        "logit_alpha": [Interval(Real, 0, 0.5, closed="neither"), None],
+        "n_score_draws": _POSITIVE_INT,
         "n_levels": _POSITIVE_INT,
         "hidden_channels": _POSITIVE_INT,
         "n_blocks": [Interval(Integral, 0, None, closed="left")],
     }
 
+    def _make_scaler(self):
+        return GlobalScaler(scale=self.n_bins is None)
+
+    def _dequantizer(self):
+        return None if self.n_bins is None else _DEQUANTIZERS[self.dequantization](self)
+
+    def _build_flow(self, n_features, context_features):
+        steps = [pixel_transform(self.n_bins, self.logit_alpha), Inverse(Flatten(self.image_shape_))]
+        steps.append(self._image_transform(self.image_shape_, context_features))
+        return Flow(Compose(*[s for s in steps if s is not None]), StandardNormal(n_features))
+
 
 @_doc
-class RealNVPImageDensity(_ConvFlowDensity):
+class RealNVPImageDensity(_ImageDensity):
     """Multi-scale RealNVP for images (Dinh et al. 2017).
 
     Checkerboard and channel-wise affine couplings with convolutional ResNet
@@ -190,7 +247,7 @@ class RealNVPImageDensity(_ConvFlowDensity):
     --------
     >>> from sklearn.datasets import load_digits
     >>> from skflow.image import RealNVPImageDensity
-    >>> from skflow._image import bits_per_dim
+    >>> from skflow.metrics import bits_per_dim
     >>> X = load_digits().images[:100].astype(int)  # (100, 8, 8), values 0..16
     >>> est = RealNVPImageDensity(n_bins=17, hidden_channels=8, n_blocks=1,
     ...                           max_epochs=2, random_state=0).fit(X)
@@ -215,8 +272,10 @@ class RealNVPImageDensity(_ConvFlowDensity):
         batch_size=64,
         lr=1e-3,
         weight_decay=0.0,
+        lr_schedule="constant",
         validation_fraction=0.1,
         patience=10,
+        callbacks=None,
         device="auto",
         random_state=None,
         verbose=0,
@@ -233,19 +292,20 @@ class RealNVPImageDensity(_ConvFlowDensity):
         self.batch_size = batch_size
         self.lr = lr
         self.weight_decay = weight_decay
+        self.lr_schedule = lr_schedule
         self.validation_fraction = validation_fraction
         self.patience = patience
+        self.callbacks = callbacks
         self.device = device
         self.random_state = random_state
         self.verbose = verbose
 
-    def _build_image_flow(self, image_shape):
-        transform = _realnvp(image_shape, self.n_levels, self.hidden_channels, self.n_blocks)
-        return Flow(transform, StandardNormal(int(image_shape[0] * image_shape[1] * image_shape[2])))
+    def _image_transform(self, image_shape, context_features):
+        return _realnvp(image_shape, self.n_levels, self.hidden_channels, self.n_blocks, context_features)
 
 
 @_doc
-class GlowDensity(_ConvFlowDensity):
+class GlowDensity(_ImageDensity):
     """Glow (Kingma and Dhariwal 2018): act-norm, invertible 1x1 convolutions, affine couplings.
 
     Each level squeezes, applies ``n_steps`` flow steps (act-norm with
@@ -290,7 +350,7 @@ class GlowDensity(_ConvFlowDensity):
     (3, 64)
     """
 
-    _parameter_constraints = {**_ConvFlowDensity._parameter_constraints, "n_steps": _POSITIVE_INT}
+    _parameter_constraints = {**_ImageDensity._parameter_constraints, "n_steps": _POSITIVE_INT}
 
     def __init__(
         self,
@@ -308,8 +368,10 @@ class GlowDensity(_ConvFlowDensity):
         batch_size=64,
         lr=1e-3,
         weight_decay=0.0,
+        lr_schedule="constant",
         validation_fraction=0.1,
         patience=10,
+        callbacks=None,
         device="auto",
         random_state=None,
         verbose=0,
@@ -327,12 +389,13 @@ class GlowDensity(_ConvFlowDensity):
         self.batch_size = batch_size
         self.lr = lr
         self.weight_decay = weight_decay
+        self.lr_schedule = lr_schedule
         self.validation_fraction = validation_fraction
         self.patience = patience
+        self.callbacks = callbacks
         self.device = device
         self.random_state = random_state
         self.verbose = verbose
 
-    def _build_image_flow(self, image_shape):
-        transform = _glow(image_shape, self.n_levels, self.n_steps, self.hidden_channels, self.n_blocks)
-        return Flow(transform, StandardNormal(int(image_shape[0] * image_shape[1] * image_shape[2])))
+    def _image_transform(self, image_shape, context_features):
+        return _glow(image_shape, self.n_levels, self.n_steps, self.hidden_channels, self.n_blocks, context_features)

@@ -7,36 +7,37 @@ class labels, and is then also a generative classifier.
 
 from numbers import Integral, Real
 
-import numpy as np
 import torch
-from scipy.special import logsumexp, softmax
-from sklearn.base import _fit_context
-from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
-from sklearn.utils.metaestimators import available_if
 from sklearn.utils.validation import check_is_fitted
 
-from ._image import dequantization_noise
-from ._tarflow_parts import (
-    _check_rows,
-    _class_log_prob,
-    _draw_rows,
-    _encode_labels,
-    _fit_net,
-    _fit_scaler,
-    _is_conditional,
-    _pick_labels,
-    _restore_rows,
-)
-from .base import FlowDensity, _split_indices
-from .transforms.tarflow import TarFlow
+from .base import FlowDensity
+from .data import GlobalScaler, Standardizer, UniformDequantization
+from .distributions import StandardNormal
+from .flows import DequantizedFlow, Flow
+from .image import pixel_transform
+from .transforms import Compose
+from .transforms.tarflow import guided, tarflow
 
 __all__ = ["TarFlowDensity"]
 
 #: Bound on each block's log-scales.
 MAX_LOG_SCALE = 3.0
+#: Probability that a training label is replaced by the null class (classifier-free guidance).
+LABEL_DROPOUT = 0.1
 
 _POSITIVE_INT = [Interval(Integral, 1, None, closed="left")]
+
+
+def _tweedie_step(flow, x, context, guidance, sigma):
+    """``x + sigma^2 * grad log p(x)`` (the guided score when ``guidance != 0``)."""
+    with torch.enable_grad():
+        x = x.detach().requires_grad_(True)
+        log_prob = flow.log_prob(x, context)
+        if guidance != 0 and context is not None:
+            log_prob = (1 + guidance) * log_prob - guidance * flow.log_prob(x, torch.zeros_like(context))
+        (score,) = torch.autograd.grad(log_prob.sum(), x)
+    return (x + sigma**2 * score).detach()
 
 
 class TarFlowDensity(FlowDensity):
@@ -99,6 +100,8 @@ class TarFlowDensity(FlowDensity):
         With ``n_bins``: dequantization draws per sample in ``score_samples``,
         combined as an importance-weighted bound and seeded by each sample's
         values (as the image flows of :mod:`skflow.image`).
+    callbacks : list of skorch callbacks or (name, callback) pairs, default=None
+        Added to skflow's own (see :class:`skflow.MAFDensity`).
     max_epochs : int, default=300
         Maximum number of passes over the training data.
     batch_size : int, default=256
@@ -118,8 +121,8 @@ class TarFlowDensity(FlowDensity):
     dequantize : "auto" or bool, default="auto"
         Tabular data without ``n_bins``: integer-valued columns are uniformly
         dequantized during training (see :class:`skflow.MAFDensity`).
-    device : {"auto", "cpu", "cuda"}, default="auto"
-        Where to train and evaluate; "auto" picks CUDA when available.
+    device : str or torch.device, default="auto"
+        "auto" (CUDA when available) or any torch device ("cuda:1", "mps").
     random_state : int, RandomState instance or None, default=None
         Seeds initialisation, the validation split, shuffling and noise.
     verbose : int, default=0
@@ -127,9 +130,10 @@ class TarFlowDensity(FlowDensity):
 
     Attributes
     ----------
-    net_ : skflow._training.FlowNet
-        The fitted skorch network; ``net_.module_`` is the
-        :class:`skflow.transforms.tarflow.TarFlow` on scaled data.
+    net_ : skflow.training.FlowNet
+        The fitted skorch network; ``net_.module_`` is a
+        :class:`skflow.flows.Flow` of :func:`skflow.transforms.tarflow.tarflow`
+        blocks (behind a :class:`skflow.flows.DequantizedFlow` with ``n_bins``).
     history_ : skorch.History
         Per-epoch losses (nats per row of scaled data).
     n_iter_ : int
@@ -139,7 +143,7 @@ class TarFlowDensity(FlowDensity):
         to every log-density.
     image_shape_ : tuple of int (C, H, W) or None
         Image layout, None for tabular data.
-    layout_ : skflow._image.ImageLayout or None
+    layout_ : skflow.data.ImageLayout or None
         The layout of X in ``fit``, which ``sample`` returns.
     classes_ : ndarray of shape (n_classes,) or None
         Class labels seen in fit (None when fitted without ``y``).
@@ -173,7 +177,8 @@ class TarFlowDensity(FlowDensity):
     """
 
     _parameter_constraints = {
-        **{k: v for k, v in FlowDensity._parameter_constraints.items() if k != "hidden_features"},
+        **FlowDensity._parameter_constraints,
+        "dequantize": [StrOptions({"auto"}), "boolean"],
         "patch_size": [StrOptions({"auto"}), Interval(Integral, 1, None, closed="left")],
         "n_blocks": _POSITIVE_INT,
         "n_layers": _POSITIVE_INT,
@@ -182,7 +187,6 @@ class TarFlowDensity(FlowDensity):
         "noise_std": [Interval(Real, 0, None, closed="left")],
         "image_shape": [tuple, list, None],
         "n_bins": [Interval(Integral, 2, None, closed="left"), None],
-        "lr_schedule": [StrOptions({"constant", "cosine"})],
         "mixing": ["boolean"],
         "logit_alpha": [Interval(Real, 0, 0.5, closed="neither"), None],
         "n_score_draws": _POSITIVE_INT,
@@ -210,6 +214,7 @@ class TarFlowDensity(FlowDensity):
         validation_fraction=0.1,
         patience=20,
         dequantize="auto",
+        callbacks=None,
         device="auto",
         random_state=None,
         verbose=0,
@@ -233,21 +238,43 @@ class TarFlowDensity(FlowDensity):
         self.validation_fraction = validation_fraction
         self.patience = patience
         self.dequantize = dequantize
+        self.callbacks = callbacks
         self.device = device
         self.random_state = random_state
         self.verbose = verbose
 
-    # ------------------------------------------------------------------ fit
-    def _prepare(self, X):
-        X = _check_rows(self, X, reset=True)
-        self.standardizer_ = _fit_scaler(self, X)
-        return self.standardizer_.transform(X)
+    _images = "optional"
+    _tail_weight = 0.0
 
-    def _build_flow(self, n_features, n_classes=0):
+    # ---------------------------------------------------------------- hooks
+    def _uses_logit(self):
+        return self.n_bins is not None and self.noise_std == 0
+
+    def _make_scaler(self):
+        if self.n_bins is not None:
+            return GlobalScaler(scale=False)  # discrete values: the dequantizer inside the model
+        if self.image_shape_ is not None:
+            return GlobalScaler()  # continuous images: one global mean and scale
+        return Standardizer(self.dequantize)
+
+    def _dequantizer(self):
+        return None if self.n_bins is None else UniformDequantization(self.n_bins)
+
+    def _smoothing_std(self):
+        """``noise_std`` in the units of the values the model receives (pixels: ``n_bins / 2`` per unit)."""
+        if self.noise_std == 0:
+            return None
+        per_unit = self.n_bins / 2.0 if self.n_bins is not None else 1.0
+        return [self.noise_std * per_unit] * self.n_features_in_
+
+    def _context_dropout(self):
+        return LABEL_DROPOUT
+
+    def _build_flow(self, n_features, context_features):
         patch = self.patch_size
         if patch == "auto":
             patch = 1 if self.image_shape_ is None else 2
-        return TarFlow(
+        blocks = tarflow(
             n_features,
             self.image_shape_,
             patch,
@@ -255,107 +282,23 @@ class TarFlowDensity(FlowDensity):
             self.n_blocks,
             self.n_layers,
             self.n_heads,
-            n_classes,
+            context_features,
             MAX_LOG_SCALE,
             self.mixing,
-            self.logit_alpha if self.n_bins is not None and self.noise_std == 0 else None,
         )
+        pixels = pixel_transform(self.n_bins, self.logit_alpha if self._uses_logit() else None)
+        tokens = blocks.transforms[0]
+        base = StandardNormal(tokens.n_tokens, tokens.token_features)
+        return Flow(Compose(pixels, blocks) if pixels is not None else blocks, base)
 
-    @_fit_context(prefer_skip_nested_validation=True)
-    def fit(self, X, y=None):
-        """Fit ``p(x)``, or ``p(x | y)`` when class labels are given.
-
-        Parameters
-        ----------
-        X : array-like of shape (n_samples, n_features), (n_samples, C, H, W) or (n_samples, H, W)
-            Training data.
-        y : array-like of shape (n_samples,), default=None
-            Class labels; None fits an unconditional density.
-
-        Returns
-        -------
-        self : object
-            The fitted estimator.
-        """
-        Z = self._prepare(X)
-        self.classes_, self.class_prior_, labels = _encode_labels(y, len(Z))
-        rng = check_random_state(self.random_state)
-        init_seed, loop_seed = rng.randint(np.iinfo(np.int32).max, size=2)
-        train, valid = _split_indices(len(Z), self.validation_fraction, rng)
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(int(init_seed))
-            module = self._build_flow(Z.shape[1], 0 if labels is None else len(self.classes_))
-            self.net_ = _fit_net(self, module, Z, labels, train, valid, int(loop_seed))
-        self.history_, self.n_iter_ = self.net_.history, len(self.net_.history)
-        self._check_trained(Z[train])
-        return self
-
-    # -------------------------------------------------------------- scoring
-    def _log_joint(self, Z):
-        """``log pi_c + log p(z | c)`` per row and class in the flow's units; (n, 1) if unconditional."""
-        n_classes = None if self.classes_ is None else len(self.classes_)
-        log_joint = _class_log_prob(self._module, Z, n_classes, self._device())
-        return log_joint if n_classes is None else log_joint + np.log(self.class_prior_)
-
-    def _log_prob(self, Z):
-        return logsumexp(self._log_joint(Z), axis=1)
-
-    def _joint_log_likelihood(self, X):
-        """``log pi_c + log p(x | c)`` (every Jacobian included), averaged over dequantization draws."""
-        check_is_fitted(self)
-        X = _check_rows(self, X, reset=False)
-        draws = [X]
-        if self.n_bins is not None:  # noise seeded by each row's values: deterministic scores
-            draws = X + dequantization_noise(X, self.n_score_draws) - 0.5
-        per_draw = [self._log_joint(self.standardizer_.transform(D)) for D in draws]
-        return logsumexp(per_draw, axis=0) - np.log(len(per_draw)) + self.standardizer_.log_det_
-
-    def score_samples(self, X):
-        """Log-density of each sample, in the units of X.
-
-        Parameters
-        ----------
-        X : array-like of shape (n_samples, n_features), (n_samples, C, H, W) or (n_samples, H, W)
-            Points to evaluate, in the layout used in fit.
-
-        Returns
-        -------
-        log_density : ndarray of shape (n_samples,)
-            ``log p(x)`` (float64), the marginal over classes for a
-            conditional model. With ``n_bins``: the importance-weighted lower
-            bound ``log mean_k p(x + u_k)`` of the discrete log-probability
-            over ``n_score_draws`` uniform draws ``u_k``.
-        """
-        return logsumexp(self._joint_log_likelihood(X), axis=1)
-
-    @available_if(_is_conditional)
-    def predict_proba(self, X):
-        """Class posterior ``p(c | x)`` by Bayes' rule (fitted with ``y`` only).
-
-        Parameters
-        ----------
-        X : array-like of shape (n_samples, n_features), (n_samples, C, H, W) or (n_samples, H, W)
-
-        Returns
-        -------
-        proba : ndarray of shape (n_samples, n_classes)
-            Columns in the order of ``classes_``.
-        """
-        return softmax(self._joint_log_likelihood(X), axis=1)
-
-    @available_if(_is_conditional)
-    def predict(self, X):
-        """Most probable class of each sample (fitted with ``y`` only).
-
-        Parameters
-        ----------
-        X : array-like of shape (n_samples, n_features), (n_samples, C, H, W) or (n_samples, H, W)
-
-        Returns
-        -------
-        y : ndarray of shape (n_samples,)
-        """
-        return self.classes_[np.argmax(self._joint_log_likelihood(X), axis=1)]
+    def _sample_scaled(self, module, n, context, generator, guidance=0.0, denoise=False):
+        flow = module.flow if isinstance(module, DequantizedFlow) else module
+        with guided(flow, guidance):
+            x = flow.sample(n, context, generator)
+            if denoise:
+                sigma = self.noise_std / 2.0 if self.n_bins is not None else self.noise_std  # in the flow's units
+                x = _tweedie_step(flow, x, context, guidance, sigma)
+        return module.quantize(x) if isinstance(module, DequantizedFlow) else x
 
     # ------------------------------------------------------------- sampling
     def sample(self, n_samples=1, random_state=None, *, y=None, guidance=0.0, denoise="auto"):
@@ -384,15 +327,8 @@ class TarFlowDensity(FlowDensity):
             ``n_bins`` is set.
         """
         check_is_fitted(self)
-        if not (isinstance(n_samples, Integral) and n_samples >= 1):
-            raise ValueError(f"n_samples must be a positive integer, got {n_samples!r}.")
-        rng = check_random_state(random_state)
-        labels = _pick_labels(self.classes_, getattr(self, "class_prior_", None), n_samples, y, rng)
-        if guidance != 0 and labels is None:
+        if guidance != 0 and self.classes_ is None:
             raise ValueError("guidance needs a model fitted with class labels.")
         if denoise == "auto":
             denoise = self.noise_std > 0
-        seed = int(rng.randint(np.iinfo(np.int32).max))
-        sigma = self.noise_std if denoise else 0.0
-        Z = _draw_rows(self._module, self._device(), n_samples, seed, labels, float(guidance), sigma)
-        return _restore_rows(self, self.standardizer_.inverse_transform(Z))
+        return self._sample(n_samples, random_state, y, guidance=float(guidance), denoise=bool(denoise))

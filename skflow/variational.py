@@ -1,15 +1,8 @@
 """Fitting a flow to an unnormalized density by reverse KL (variational inference).
 
-Training loop: a small, explicit loop rather than skflow's skorch ``FlowNet``.
-skorch is built around iterating over a dataset and calling the module on
-each batch; reverse-KL fitting has no data, and each step draws its own
-batch from the model being trained. Forcing that through skorch would need a
-dummy dataset and a module that ignores its input, with the early stopping,
-divergence handling and the snapshot of the best weights still written by
-hand. The loop in ``skflow._variational_flows.fit_reverse_kl`` (Adam, gradient clipping,
-early stopping on an exponentially smoothed ELBO with one tenfold
-learning-rate drop at the first plateau, restore-and-halve-the-rate on
-divergence) is about fifty lines and keeps those mechanisms visible.
+The training loop is :func:`skflow.training.reverse_kl.fit_reverse_kl` (why
+not skorch is said there); scoring and sampling use the shared batched
+inference helper.
 """
 
 from numbers import Integral, Real
@@ -21,12 +14,57 @@ from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions, validate_params
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from ._variational_flows import FLOW_LAYERS, fit_reverse_kl
-from ._variational_flows import build_flow as _build_flow
-from ._variational_flows import target_log_prob as _target_log_prob
-from .base import INFERENCE_BATCH, resolve_device
+from .base import INFERENCE_BATCH, batched, resolve_device
+from .distributions import StandardNormal
+from .flows import Flow
+from .training.reverse_kl import fit_reverse_kl
+from .training.reverse_kl import target_log_prob as _target_log_prob
+from .transforms import (
+    MLP,
+    ActNorm,
+    AffineCoupling,
+    Compose,
+    Inverse,
+    MaskedAffineAutoregressive,
+    alternating_masks,
+    reversing_order,
+)
+from .transforms.planar import Planar, Radial
 
 __all__ = ["VariationalDensity"]
+
+FLOW_LAYERS = {
+    "planar": lambda d, k, n, hidden: Planar(d),
+    "radial": lambda d, k, n, hidden: Radial(d),
+    "iaf": lambda d, k, n, hidden: Inverse(MaskedAffineAutoregressive(d, hidden, reversing_order(d, k))),
+    "maf": lambda d, k, n, hidden: MaskedAffineAutoregressive(d, hidden, reversing_order(d, k)),
+    "realnvp": lambda d, k, n, hidden: AffineCoupling(alternating_masks(d, n)[k], MLP(d, 2 * d, hidden)),
+}
+
+
+def build_flow(name, n_features, n_transforms, hidden_features):
+    """Standard normal noise -> ``n_transforms`` layers -> a learned per-feature affine map.
+
+    The affine map sits on the data side, so it carries the target's location
+    and scale while the layers work on inputs of about unit scale.
+    """
+    layers = [FLOW_LAYERS[name](n_features, k, n_transforms, hidden_features) for k in range(n_transforms)]
+    affine = ActNorm(n_features)
+    affine.initialized.fill_(True)  # no data-dependent initialisation: there is no data
+    return Flow(Compose(affine, *layers), StandardNormal(n_features))
+
+
+
+def _build_flow(name, n_features, n_transforms, hidden_features):
+    """Standard normal noise -> ``n_transforms`` layers -> a learned per-feature affine map.
+
+    The affine map sits on the data side, so it carries the target's location
+    and scale while the layers work on inputs of about unit scale.
+    """
+    layers = [FLOW_LAYERS[name](n_features, k, n_transforms, hidden_features) for k in range(n_transforms)]
+    affine = ActNorm(n_features)
+    affine.initialized.fill_(True)  # no data-dependent initialisation: there is no data
+    return Flow(Compose(affine, *layers), StandardNormal(n_features))
 
 #: Samples behind the reported ``elbo_``.
 ELBO_SAMPLES = 8192
@@ -85,8 +123,9 @@ class VariationalDensity(DensityMixin, BaseEstimator):
         over about 50 steps) before the learning rate is divided by ten
         (first time) or training stops (second time); both restart from the
         weights of the best smoothed ELBO, which the fitted flow keeps.
-    device : {"auto", "cpu", "cuda"}, default="auto"
-        Where to train; ``log_prob`` receives tensors on this device.
+    device : str or torch.device, default="auto"
+        Where to train ("auto": CUDA when available; or any torch device);
+        ``log_prob`` receives tensors on this device.
     random_state : int, RandomState instance or None, default=None
         Seeds the initialisation and the noise of every step.
     verbose : int, default=0
@@ -143,7 +182,7 @@ class VariationalDensity(DensityMixin, BaseEstimator):
         "max_steps": [Interval(Integral, 1, None, closed="left")],
         "lr": [Interval(Real, 0, None, closed="neither")],
         "patience": [Interval(Integral, 1, None, closed="left")],
-        "device": [StrOptions({"auto", "cpu", "cuda"})],
+        "device": [str, torch.device],
         "random_state": ["random_state"],
         "verbose": ["verbose"],
     }
@@ -235,7 +274,7 @@ class VariationalDensity(DensityMixin, BaseEstimator):
         generator = torch.Generator(device=self._device()).manual_seed(seed)
         weights, samples = [], []
         for start in range(0, n_samples, INFERENCE_BATCH):
-            x, log_q = self.flow_.rsample_and_log_prob(min(INFERENCE_BATCH, n_samples - start), generator)
+            x, log_q = self.flow_.rsample_and_log_prob(min(INFERENCE_BATCH, n_samples - start), generator=generator)
             weights.append((_target_log_prob(self.log_prob, x) - log_q).double().cpu().numpy())
             if return_samples:
                 samples.append(x.double().cpu().numpy())
@@ -315,14 +354,7 @@ class VariationalDensity(DensityMixin, BaseEstimator):
                 "sample() and estimate_log_normalizer()."
             )
         X = validate_data(self, X, dtype=np.float64, reset=False)
-        device, out = self._device(), np.empty(len(X))
-        with torch.no_grad():
-            for start in range(0, len(X), INFERENCE_BATCH):
-                batch = torch.as_tensor(
-                    X[start : start + INFERENCE_BATCH], dtype=torch.float32, device=device
-                )
-                out[start : start + len(batch)] = self.flow_.log_prob(batch).double().cpu().numpy()
-        return out
+        return batched(lambda n, x: self.flow_.log_prob(x), len(X), INFERENCE_BATCH, self._device(), x=X)
 
     def score(self, X, y=None):
         """Mean log-density of the fitted flow over X (see :meth:`score_samples`).
@@ -364,9 +396,5 @@ class VariationalDensity(DensityMixin, BaseEstimator):
         check_is_fitted(self)
         seed = int(check_random_state(random_state).randint(np.iinfo(np.int32).max))
         generator = torch.Generator(device=self._device()).manual_seed(seed)
-        chunks = []
-        with torch.no_grad():
-            for start in range(0, n_samples, INFERENCE_BATCH):
-                n = min(INFERENCE_BATCH, n_samples - start)
-                chunks.append(self.flow_.sample(n, generator).double().cpu().numpy())
-        return np.concatenate(chunks)
+        draw = lambda n: self.flow_.sample(n, generator=generator)  # noqa: E731
+        return batched(draw, n_samples, INFERENCE_BATCH, self._device())

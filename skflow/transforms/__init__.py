@@ -1,23 +1,40 @@
-"""Bijective transforms. Each returns ``(output, log|det J|)`` in both directions."""
+"""Bijective transforms. Each returns ``(output, log|det J|)`` in both directions and
+takes an optional ``context`` that conditions it.
 
-from ._base import Compose, Inverse, Transform, soft_clamp
-from .autoregressive import MADE, MaskedAffineAutoregressive, MaskedLinear, reversing_order
-from .coupling import MLP, AffineCoupling, alternating_masks
-from .normalization import ActNorm, BatchNorm
+- :mod:`.core`: the protocol, :class:`Compose`, :class:`Inverse`.
+- :mod:`.univariate`, :mod:`.splines`: one-dimensional maps (affine,
+  rational-quadratic spline) that the layers below apply elementwise.
+- :mod:`.autoregressive`: MADE and masked autoregressive layers (MAF, IAF, NSF).
+- :mod:`.coupling`: coupling layers (RealNVP, Glow, coupling NSF).
+- :mod:`.linear`: LU-parametrised mixing, batch norm, act-norm.
+- :mod:`.image`: squeeze, multi-scale, logit, convolutional conditioners.
+- :mod:`.attention`, :mod:`.tarflow`: TarFlow's causal transformer blocks.
+- :mod:`.planar`: planar and radial layers (sampling direction only).
+"""
+
+from .autoregressive import MADE, MaskedAffineAutoregressive, MaskedAutoregressive, MaskedLinear, reversing_order
+from .core import Compose, Inverse, Transform, soft_clamp
+from .coupling import MLP, AffineCoupling, Coupling, alternating_masks
+from .linear import ActNorm, BatchNorm, LULinear
 from .planar import Planar, Radial
+from .univariate import Affine
 
 __all__ = [
     "Transform",
     "Compose",
     "Inverse",
     "soft_clamp",
+    "Affine",
     "MaskedLinear",
     "MADE",
+    "MaskedAutoregressive",
     "MaskedAffineAutoregressive",
     "reversing_order",
     "MLP",
+    "Coupling",
     "AffineCoupling",
     "alternating_masks",
+    "LULinear",
     "BatchNorm",
     "ActNorm",
     "Planar",

@@ -1,21 +1,22 @@
-"""MADE and the masked affine autoregressive transform of MAF.
+"""MADE and the masked autoregressive layer of MAF, IAF and autoregressive spline flows.
 
 References: Germain et al. (2015), "MADE: Masked Autoencoder for Distribution
 Estimation"; Papamakarios et al. (2017), "Masked Autoregressive Flow for
-Density Estimation".
+Density Estimation"; Durkan et al. (2019), "Neural Spline Flows".
 """
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ._base import Transform, soft_clamp
+from .core import Transform, soft_clamp
+from .univariate import Affine
 
-__all__ = ["MaskedLinear", "MADE", "MaskedAffineAutoregressive", "reversing_order"]
+__all__ = ["MaskedLinear", "MADE", "MaskedAutoregressive", "MaskedAffineAutoregressive", "reversing_order"]
 
-#: Conditioner inputs are squashed into this range, so shifts and log-scales
-#: are bounded functions of the data and held-out extremes meet an affine map
-#: with bounded slope (Gaussian-like tails) instead of an extrapolating MLP.
+#: Conditioner inputs are squashed into this range, so a layer's parameters
+#: are bounded functions of the data and held-out extremes meet a map with
+#: bounded slope (Gaussian-like tails) instead of an extrapolating MLP.
 INPUT_BOUND = 6.0
 
 
@@ -30,20 +31,21 @@ class MaskedLinear(nn.Linear):
         return F.linear(x, self.weight * self.mask, self.bias)
 
 
-def _made_masks(order, hidden_features, n_params):
+def _made_masks(order, hidden_features, n_params, context_features):
     """Masks of a MADE with the given input ``order`` (a permutation rank).
 
     Input ``i`` has degree ``order[i] + 1``; hidden unit ``k`` of a layer of
     width ``h`` has degree ``k % max(D - 1, 1) + 1``; output ``(p, i)`` may see
-    hidden units of degree strictly below the degree of input ``i``.
+    hidden units of degree strictly below the degree of input ``i``. Context
+    inputs have degree 0: every hidden unit sees them.
     """
     n_features = len(order)
-    in_degrees = order + 1
+    in_degrees = torch.cat([torch.zeros(context_features, dtype=order.dtype), order + 1])
     degrees = [in_degrees]
     for width in hidden_features:
         degrees.append(torch.arange(width) % max(n_features - 1, 1) + 1)
     masks = [(d_out[:, None] >= d_in[None, :]) for d_in, d_out in zip(degrees[:-1], degrees[1:])]
-    out_degrees = in_degrees.repeat(n_params)
+    out_degrees = (order + 1).repeat(n_params)
     masks.append(out_degrees[:, None] > degrees[-1][None, :])
     return masks
 
@@ -51,7 +53,8 @@ def _made_masks(order, hidden_features, n_params):
 class MADE(nn.Module):
     """Masked autoencoder: ``n_params`` outputs per feature, autoregressive.
 
-    Output ``[:, p, i]`` depends only on inputs ``j`` with ``order[j] < order[i]``.
+    Output ``[:, p, i]`` depends only on inputs ``j`` with ``order[j] < order[i]``
+    and on the context, which feeds every hidden unit.
 
     Parameters
     ----------
@@ -60,18 +63,20 @@ class MADE(nn.Module):
     n_params : int
         Number of outputs per feature.
     hidden_features : tuple of int
-        Widths of the hidden layers.
+        Widths of the hidden layers (at least one).
     order : tensor of shape (D,), default=None
         Position of each feature in the autoregressive order; natural if None.
+    context_features : int, default=0
+        Width of the conditioning input (0: unconditional).
     """
 
-    def __init__(self, n_features, n_params, hidden_features=(64, 64), order=None):
+    def __init__(self, n_features, n_params, hidden_features=(64, 64), order=None, context_features=0):
         super().__init__()
         order = torch.arange(n_features) if order is None else torch.as_tensor(order)
         self.register_buffer("order", order.clone())
-        self.n_features, self.n_params = n_features, n_params
-        masks = _made_masks(order, tuple(hidden_features), n_params)
-        widths = [n_features, *hidden_features, n_features * n_params]
+        self.n_features, self.n_params, self.context_features = n_features, n_params, context_features
+        masks = _made_masks(order, tuple(hidden_features), n_params, context_features)
+        widths = [n_features + context_features, *hidden_features, n_features * n_params]
         layers = []
         for i, mask in enumerate(masks):
             layers.append(MaskedLinear(widths[i], widths[i + 1], mask))
@@ -81,17 +86,18 @@ class MADE(nn.Module):
         nn.init.zeros_(self.net[-1].weight)
         nn.init.zeros_(self.net[-1].bias)
 
-    def forward(self, x):
-        h = self.net(soft_clamp(x, INPUT_BOUND))
-        return h.reshape(x.shape[0], self.n_params, self.n_features)
+    def forward(self, x, context=None):
+        h = soft_clamp(x, INPUT_BOUND)
+        if self.context_features:
+            h = torch.cat([context, h], dim=1)
+        return self.net(h).reshape(x.shape[0], self.n_params, self.n_features)
 
 
-class MaskedAffineAutoregressive(Transform):
-    """One MAF layer: ``z_i = (x_i - mu_i(x_<i)) * exp(-alpha_i(x_<i))``.
+class MaskedAutoregressive(Transform):
+    """One autoregressive layer: ``z_i = f(x_i; theta_i(x_<i, context))`` for a one-dimensional ``f``.
 
     The forward (density) direction takes one pass; the inverse (sampling)
-    direction takes ``D`` sequential passes. Log-scales are soft-clamped to
-    ``(-max_log_scale, max_log_scale)``.
+    direction takes ``D`` sequential passes.
 
     Parameters
     ----------
@@ -101,29 +107,40 @@ class MaskedAffineAutoregressive(Transform):
         Widths of the MADE's hidden layers.
     order : tensor of shape (n_features,), default=None
         Autoregressive order (natural if None).
-    max_log_scale : float, default=3.0
-        Bound on each log-scale.
+    univariate : torch.nn.Module, default=None
+        The elementwise map and its parameter count (see
+        :mod:`skflow.transforms.univariate`); None is :class:`Affine` (MAF).
+        :class:`~skflow.transforms.splines.RationalQuadraticSpline` gives an
+        autoregressive neural spline flow.
+    context_features : int, default=0
+        Width of the conditioning input.
     """
 
-    def __init__(self, n_features, hidden_features=(64, 64), order=None, max_log_scale=3.0):
+    def __init__(self, n_features, hidden_features=(64, 64), order=None, univariate=None, context_features=0):
         super().__init__()
-        self.made = MADE(n_features, 2, hidden_features, order)
-        self.max_log_scale = max_log_scale
+        self.univariate = Affine() if univariate is None else univariate
+        self.made = MADE(n_features, self.univariate.n_params, hidden_features, order, context_features)
 
-    def _shift_log_scale(self, x):
-        shift, raw = self.made(x).unbind(dim=1)
-        return shift, soft_clamp(raw, self.max_log_scale)
+    def forward(self, x, context=None):
+        z, ladj = self.univariate(x, self.made(x, context))
+        return z, ladj.sum(dim=1)
 
-    def forward(self, x):
-        shift, log_scale = self._shift_log_scale(x)
-        return (x - shift) * torch.exp(-log_scale), -log_scale.sum(dim=1)
-
-    def inverse(self, z):
+    def inverse(self, z, context=None):
         x = torch.zeros_like(z)
         for _ in range(z.shape[1]):
-            shift, log_scale = self._shift_log_scale(x)
-            x = z * torch.exp(log_scale) + shift
-        return x, log_scale.sum(dim=1)
+            x, ladj = self.univariate.inverse(z, self.made(x, context))
+        return x, ladj.sum(dim=1)
+
+
+class MaskedAffineAutoregressive(MaskedAutoregressive):
+    """One MAF layer: ``z_i = (x_i - mu_i) * exp(-alpha_i)`` with ``mu_i, alpha_i`` functions of ``x_<i``.
+
+    A :class:`MaskedAutoregressive` layer with the :class:`Affine` map whose
+    log-scales are soft-clamped to ``(-max_log_scale, max_log_scale)``.
+    """
+
+    def __init__(self, n_features, hidden_features=(64, 64), order=None, max_log_scale=3.0, context_features=0):
+        super().__init__(n_features, hidden_features, order, Affine(max_log_scale), context_features)
 
 
 def reversing_order(n_features, k):

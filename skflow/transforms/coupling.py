@@ -1,12 +1,18 @@
-"""Affine coupling layers (Dinh et al. 2017, "Density estimation using Real NVP")."""
+"""Coupling layers (Dinh et al. 2017, "Density estimation using Real NVP").
+
+Half of the features pass through and, with the context, give the parameters
+of a one-dimensional map of the other half: affine (RealNVP, Glow) or a
+rational-quadratic spline (coupling neural spline flow).
+"""
 
 import torch
 from torch import nn
 
-from ._base import Transform, soft_clamp, sum_except_batch
 from .autoregressive import INPUT_BOUND
+from .core import Transform, broadcast_context, soft_clamp, sum_except_batch
+from .univariate import Affine
 
-__all__ = ["MLP", "AffineCoupling", "alternating_masks"]
+__all__ = ["MLP", "Coupling", "AffineCoupling", "alternating_masks"]
 
 
 class MLP(nn.Sequential):
@@ -34,12 +40,13 @@ def alternating_masks(n_features, n_layers):
     return [(index + k) % 2 == 0 for k in range(n_layers)]
 
 
-class AffineCoupling(Transform):
-    """``z = b*x + (1-b)*((x - t(b*x)) * exp(-s(b*x)))`` for a fixed mask ``b``.
+class Coupling(Transform):
+    """``z = b*x + (1-b)*f(x; theta(b*x, context))`` for a fixed mask ``b`` and an elementwise map ``f``.
 
     Works on any layout: the mask broadcasts against ``x`` and the
-    conditioner maps ``(n, C, ...)`` to ``(n, 2C, ...)`` (shift, then
-    log-scale along dimension 1), so an MLP serves tabular data and a
+    conditioner maps ``(n, C + K, ...)`` (the masked input and the
+    ``K`` context features, broadcast over the remaining dimensions) to
+    ``(n, n_params * C, ...)``, so an MLP serves tabular data and a
     convolutional network serves images.
 
     Parameters
@@ -47,26 +54,39 @@ class AffineCoupling(Transform):
     mask : bool tensor broadcastable to one sample
         True where features pass through unchanged.
     conditioner : torch.nn.Module
-        Maps the masked input to shifts and raw log-scales.
-    max_log_scale : float, default=3.0
-        Log-scales are soft-clamped to ``(-max_log_scale, max_log_scale)``.
+        Maps the masked input (and context) to the map's parameters.
+    univariate : torch.nn.Module, default=None
+        The elementwise map (see :mod:`skflow.transforms.univariate`); None is
+        :class:`Affine`.
     """
 
-    def __init__(self, mask, conditioner, max_log_scale=3.0):
+    def __init__(self, mask, conditioner, univariate=None):
         super().__init__()
         self.register_buffer("mask", mask.float())
         self.conditioner = conditioner
-        self.max_log_scale = max_log_scale
+        self.univariate = Affine() if univariate is None else univariate
 
-    def _shift_log_scale(self, x):
-        free = 1.0 - self.mask
-        shift, raw = self.conditioner(soft_clamp(x * self.mask, INPUT_BOUND)).chunk(2, dim=1)
-        return shift * free, soft_clamp(raw, self.max_log_scale) * free
+    def _params(self, x, context):
+        h = soft_clamp(x * self.mask, INPUT_BOUND)
+        if context is not None:
+            h = torch.cat([h, broadcast_context(context, h)], dim=1)
+        params = self.conditioner(h)
+        return params.reshape(x.shape[0], self.univariate.n_params, *x.shape[1:])
 
-    def forward(self, x):
-        shift, log_scale = self._shift_log_scale(x)
-        return (x - shift) * torch.exp(-log_scale), -sum_except_batch(log_scale)
+    def _couple(self, step, x, context):
+        y, ladj = step(x, self._params(x, context))
+        kept = self.mask.bool()
+        return torch.where(kept, x, y), sum_except_batch(ladj * (1.0 - self.mask))
 
-    def inverse(self, z):
-        shift, log_scale = self._shift_log_scale(z)
-        return z * torch.exp(log_scale) + shift, sum_except_batch(log_scale)
+    def forward(self, x, context=None):
+        return self._couple(self.univariate, x, context)
+
+    def inverse(self, z, context=None):
+        return self._couple(self.univariate.inverse, z, context)
+
+
+class AffineCoupling(Coupling):
+    """Affine coupling ``z = b*x + (1-b)*((x - t) * exp(-s))``, log-scales soft-clamped to ``max_log_scale``."""
+
+    def __init__(self, mask, conditioner, max_log_scale=3.0):
+        super().__init__(mask, conditioner, Affine(max_log_scale))

@@ -14,13 +14,13 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ._base import Transform, sum_except_batch
+from .core import Transform, sum_except_batch
 
 __all__ = [
     "ConvResNet",
     "Flatten",
-    "InvertibleConv1x1",
     "Logit",
+    "FixedAffine",
     "MultiScale",
     "Squeeze",
     "channel_mask",
@@ -44,13 +44,13 @@ class Logit(Transform):
         super().__init__()
         self.alpha = alpha
 
-    def forward(self, y):
+    def forward(self, y, context=None):
         p = self.alpha + (1 - 2 * self.alpha) * y
         z = torch.log(p) - torch.log1p(-p)
         ladj = sum_except_batch(-torch.log(p) - torch.log1p(-p)) + y[0].numel() * math.log(1 - 2 * self.alpha)
         return z, ladj
 
-    def inverse(self, z):
+    def inverse(self, z, context=None):
         p = torch.sigmoid(z)
         y = (p - self.alpha) / (1 - 2 * self.alpha)
         ladj = sum_except_batch(F.logsigmoid(z) + F.logsigmoid(-z)) - z[0].numel() * math.log(
@@ -59,18 +59,42 @@ class Logit(Transform):
         return y, ladj
 
 
+class FixedAffine(Transform):
+    """``z = scale * x + shift`` with constants (e.g. pixels in ``(0, 1)`` to ``(-1, 1)``).
+
+    Parameters
+    ----------
+    scale : float
+        Non-zero.
+    shift : float, default=0.0
+    """
+
+    def __init__(self, scale, shift=0.0):
+        super().__init__()
+        self.scale, self.shift = float(scale), float(shift)
+
+    def _ladj(self, x):
+        return x.new_full((x.shape[0],), x[0].numel() * math.log(abs(self.scale)))
+
+    def forward(self, x, context=None):
+        return x * self.scale + self.shift, self._ladj(x)
+
+    def inverse(self, z, context=None):
+        return (z - self.shift) / self.scale, -self._ladj(z)
+
+
 class Squeeze(Transform):
     """Space to depth: ``(C, H, W) -> (4C, H/2, W/2)``; volume preserving.
 
     Each 2x2 block of a channel becomes four channels (RealNVP's squeeze).
     """
 
-    def forward(self, x):
+    def forward(self, x, context=None):
         n, c, h, w = x.shape
         x = x.reshape(n, c, h // 2, 2, w // 2, 2).permute(0, 1, 3, 5, 2, 4)
         return x.reshape(n, 4 * c, h // 2, w // 2), x.new_zeros(n)
 
-    def inverse(self, z):
+    def inverse(self, z, context=None):
         n, c, h, w = z.shape
         z = z.reshape(n, c // 4, 2, 2, h, w).permute(0, 1, 4, 2, 5, 3)
         return z.reshape(n, c // 4, 2 * h, 2 * w), z.new_zeros(n)
@@ -83,55 +107,11 @@ class Flatten(Transform):
         super().__init__()
         self.shape = tuple(shape)
 
-    def forward(self, x):
+    def forward(self, x, context=None):
         return x.reshape(x.shape[0], -1), x.new_zeros(x.shape[0])
 
-    def inverse(self, z):
+    def inverse(self, z, context=None):
         return z.reshape(z.shape[0], *self.shape), z.new_zeros(z.shape[0])
-
-
-class InvertibleConv1x1(Transform):
-    """Glow's invertible 1x1 convolution, LU parametrised.
-
-    ``W = P L (U + diag(sign * exp(log_s)))`` with ``P`` a fixed permutation,
-    ``L`` unit lower triangular and ``U`` strictly upper triangular, so
-    ``log|det W| = sum(log_s)`` and the layer's log-determinant is
-    ``H * W * sum(log_s)``. Starts at a random rotation.
-
-    Parameters
-    ----------
-    n_channels : int
-    """
-
-    def __init__(self, n_channels):
-        super().__init__()
-        q, _ = torch.linalg.qr(torch.randn(n_channels, n_channels, dtype=torch.float64))
-        p, lower, upper = torch.linalg.lu(q)
-        s = torch.diagonal(upper)
-        self.register_buffer("permutation", p.float())
-        self.register_buffer("sign", torch.sign(s).float())
-        self.register_buffer("lower_mask", torch.tril(torch.ones(n_channels, n_channels), -1))
-        self.register_buffer("eye", torch.eye(n_channels))
-        self.lower = nn.Parameter(lower.float())
-        self.upper = nn.Parameter(torch.triu(upper, 1).float())
-        self.log_s = nn.Parameter(torch.log(torch.abs(s)).float())
-
-    def weight(self):
-        """The ``(C, C)`` matrix ``W``."""
-        lower = self.lower * self.lower_mask + self.eye
-        upper = self.upper * self.lower_mask.T + torch.diag(self.sign * torch.exp(self.log_s))
-        return self.permutation @ lower @ upper
-
-    def _ladj(self, x):
-        return (self.log_s.sum() * x[0, 0].numel()).expand(x.shape[0])
-
-    def forward(self, x):
-        w = self.weight()
-        return F.conv2d(x, w[:, :, None, None]), self._ladj(x)
-
-    def inverse(self, z):
-        w_inv = torch.linalg.inv(self.weight())
-        return F.conv2d(z, w_inv[:, :, None, None]), -self._ladj(z)
 
 
 class MultiScale(Transform):
@@ -160,18 +140,18 @@ class MultiScale(Transform):
         self.level_shape = tuple(level_shape)
         self.n_out = level_shape[0] // 2
 
-    def forward(self, x):
-        h, ladj = self.level(x)
+    def forward(self, x, context=None):
+        h, ladj = self.level(x, context)
         factored, rest = h[:, : self.n_out], h[:, self.n_out :]
-        z, ladj_inner = self.inner(rest)
+        z, ladj_inner = self.inner(rest, context)
         return torch.cat([factored.reshape(len(x), -1), z], dim=1), ladj + ladj_inner
 
-    def inverse(self, z):
+    def inverse(self, z, context=None):
         _, height, width = self.level_shape
         n_factored = self.n_out * height * width
         factored = z[:, :n_factored].reshape(len(z), self.n_out, height, width)
-        rest, ladj_inner = self.inner.inverse(z[:, n_factored:])
-        x, ladj = self.level.inverse(torch.cat([factored, rest], dim=1))
+        rest, ladj_inner = self.inner.inverse(z[:, n_factored:], context)
+        x, ladj = self.level.inverse(torch.cat([factored, rest], dim=1), context)
         return x, ladj + ladj_inner
 
 

@@ -22,7 +22,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ._base import Transform
+from .core import Transform
 
 __all__ = ["Planar", "Radial"]
 
@@ -79,10 +79,10 @@ class Planar(Transform):
         wu = self.w.dot(self.u)
         return self.u + (F.softplus(wu) - 1.0 - wu) * self.w / self.w.dot(self.w)
 
-    def forward(self, x):
+    def forward(self, x, context=None):
         raise _no_inverse("Planar")
 
-    def inverse(self, z):
+    def inverse(self, z, context=None):
         u_hat = self.u_hat()
         h = torch.tanh(z @ self.w + self.b)
         x = z + h[:, None] * u_hat
@@ -124,10 +124,10 @@ class Radial(Transform):
         alpha = F.softplus(self.a)
         return alpha, F.softplus(self.c) - alpha
 
-    def forward(self, x):
+    def forward(self, x, context=None):
         raise _no_inverse("Radial")
 
-    def inverse(self, z):
+    def inverse(self, z, context=None):
         alpha, beta = self.alpha_beta()
         diff = z - self.z0
         r = diff.norm(dim=1)

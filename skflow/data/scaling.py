@@ -1,6 +1,16 @@
-"""Affine standardisation with its Jacobian, and detection of integer columns.
+"""Affine scaling of the data with its Jacobian, and detection of integer columns.
 
-The estimators model ``z = (x - mean_) / scale_``. Since this map is affine,
+Every scaler follows one protocol: ``fit(X)`` returns the scaler;
+``transform(X)`` and ``inverse_transform(Z)`` map between the user's units
+and the flow's; ``log_det_`` is ``log|det dZ/dX|`` per row, which every
+log-density adds; ``noise_width`` (per feature, or None) is the width of the
+uniform training noise on integer columns; ``point_mass_`` (per feature, or
+None) flags columns with a point mass. :class:`Standardizer` scales each
+column (tabular data); :class:`GlobalScaler` applies one mean and scale to
+every value (continuous images), or nothing (discrete pixels, which a
+dequantizer inside the model handles).
+
+The tabular estimators model ``z = (x - mean_) / scale_``. Since this map is affine,
 ``log p(x) = log p(z) - sum(log scale_)`` exactly, so densities come back in
 the units of the X the user passed.
 
@@ -23,7 +33,7 @@ the estimators' ``point_mass_noise`` smooths them during training.
 
 import numpy as np
 
-__all__ = ["Standardizer", "POINT_MASS_FRACTION"]
+__all__ = ["Standardizer", "GlobalScaler", "POINT_MASS_FRACTION"]
 
 #: A column whose most frequent value holds at least this fraction of rows has a point mass.
 POINT_MASS_FRACTION = 0.1
@@ -80,3 +90,32 @@ class Standardizer:
         """Width of the dequantization noise per standardised feature."""
         dequantized = self.integer_ | (self.constant_ & bool(self.dequantize))
         return np.where(dequantized, 1.0 / self.scale_, 0.0)
+
+
+class GlobalScaler:
+    """One mean and scale for every value (continuous images), or the identity.
+
+    Parameters
+    ----------
+    scale : bool, default=True
+        False: the identity map (values that a dequantizer handles).
+    """
+
+    noise_width = None
+    point_mass_ = None
+
+    def __init__(self, scale=True):
+        self.scale = scale
+
+    def fit(self, X):
+        self.mean_, self.scale_ = 0.0, 1.0
+        if self.scale:
+            self.mean_, self.scale_ = float(X.mean()), float(X.std()) or 1.0
+        self.log_det_ = -X.shape[1] * float(np.log(self.scale_))
+        return self
+
+    def transform(self, X):
+        return (X - self.mean_) / self.scale_
+
+    def inverse_transform(self, Z):
+        return Z * self.scale_ + self.mean_

@@ -1,20 +1,22 @@
-"""Image layouts: validate images given as ``(n, C, H, W)``, ``(n, H, W)`` or
-flat ``(n, C*H*W)`` with ``image_shape``, and give arrays back in the layout
-the user passed. Used by the image estimators and TarFlow.
+"""Data layouts: validate rows ``(n, F)`` or images given as ``(n, C, H, W)``,
+``(n, H, W)`` or flat ``(n, C*H*W)`` with ``image_shape``, and give arrays
+back in the layout the user passed. :func:`validate_layout` is the one entry
+point every estimator's ``fit`` and ``score_samples`` goes through.
 """
 
 from collections import namedtuple
 
 import numpy as np
-from sklearn.utils.validation import check_array
+from sklearn.utils.validation import check_array, validate_data
 
-__all__ = ["ImageLayout", "check_images", "check_pixels", "restore_layout"]
+__all__ = ["ImageLayout", "check_images", "restore_layout", "validate_layout"]
 
 #: How the user laid images out: ``ndim`` of the array (4, 3 or 2) and ``(C, H, W)``.
 ImageLayout = namedtuple("ImageLayout", ["ndim", "image_shape"])
 
 
-def _resolve_shape(image_shape):
+def resolve_shape(image_shape):
+    """``(C, H, W)`` from ``(C, H, W)`` or ``(H, W)``; a ValueError otherwise."""
     shape = tuple(int(s) for s in image_shape)
     if len(shape) == 2:
         shape = (1, *shape)
@@ -54,7 +56,7 @@ def check_images(X, image_shape=None, **check_params):
     (5, 1, 8, 8)
     """
     X = check_array(X, allow_nd=True, dtype=np.float64, **check_params)
-    shape = None if image_shape is None else _resolve_shape(image_shape)
+    shape = None if image_shape is None else resolve_shape(image_shape)
     if X.ndim in (3, 4):
         found = (1, *X.shape[1:]) if X.ndim == 3 else X.shape[1:]
         if shape is not None and tuple(found) != shape:
@@ -73,7 +75,7 @@ def check_images(X, image_shape=None, **check_params):
 
 
 def restore_layout(images, layout):
-    """Reshape ``(n, C, H, W)`` images to the layout recorded by :func:`check_images`."""
+    """Reshape ``(n, C, H, W)`` images (or flat rows) to the layout recorded by :func:`check_images`."""
     n = len(images)
     if layout.ndim == 2:
         return images.reshape(n, -1)
@@ -82,11 +84,35 @@ def restore_layout(images, layout):
     return images.reshape(n, *layout.image_shape)
 
 
-def check_pixels(X, n_bins):
-    """Raise a ValueError unless every value of X is an integer in ``[0, n_bins)``."""
-    X = np.asarray(X)
-    if not np.all((X == np.round(X)) & (X >= 0) & (X < n_bins)):
-        raise ValueError(
-            f"With n_bins={n_bins}, pixels must be integers in [0, {n_bins}); got values in "
-            f"[{X.min()}, {X.max()}]{'' if np.all(X == np.round(X)) else ' that are not all integers'}."
-        )
+def validate_layout(estimator, X, *, reset, images="never", image_shape=None):
+    """Validate X as rows or images; return flat float64 rows ``(n, n_features)``.
+
+    Parameters
+    ----------
+    estimator : BaseEstimator
+        Receives ``n_features_in_`` (and ``feature_names_in_``) through
+        scikit-learn's ``validate_data``; with ``reset`` also ``layout_``
+        (an :class:`ImageLayout`, or None for rows) and ``image_shape_``.
+    X : array-like
+        Rows, or images of shape ``(n, C, H, W)`` / ``(n, H, W)``.
+    reset : bool
+        True in ``fit``; False when scoring (X must then match the fit).
+    images : {"never", "optional", "required"}, default="never"
+        Whether X may (or must) be images. With "optional", flat X without
+        ``image_shape`` is rows.
+    image_shape : tuple of int, default=None
+        The estimator's ``image_shape`` parameter (used with ``reset``).
+    """
+    ensure = 2 if reset else 1
+    shape = image_shape if reset else getattr(estimator, "image_shape_", None)
+    layout = None
+    if images != "never" and not hasattr(X, "iloc") and np.ndim(X) in (3, 4):
+        stacked, layout = check_images(X, shape, ensure_min_samples=ensure)
+        X = stacked.reshape(len(stacked), -1)
+    X = validate_data(estimator, X, dtype=np.float64, reset=reset, ensure_min_samples=ensure)
+    if layout is None and (shape is not None or images == "required"):
+        layout = check_images(X, shape)[1]
+    if reset:
+        estimator.layout_ = layout
+        estimator.image_shape_ = None if layout is None else layout.image_shape
+    return X

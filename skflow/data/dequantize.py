@@ -1,7 +1,7 @@
 """Dequantization of discrete pixels: uniform and variational (Flow++).
 
-A dequantizer maps integer pixels ``x`` in ``[0, n_bins)`` and uniform noise
-``v`` in ``(0, 1)`` of the same shape to continuous pixels
+A dequantizer maps integer values ``x`` in ``[0, n_bins)`` (flat rows, or
+images) and uniform noise ``v`` in ``(0, 1)`` of the same shape to continuous pixels
 ``y = (x + u) / n_bins`` in ``(0, 1)`` and ``log q(y | x)``, the log-density
 of ``y`` given ``x`` (per image, shape ``(n,)``). Since the cells
 ``[x, x + 1) / n_bins`` tile ``[0, 1)``, for any density ``p`` on ``y``
@@ -9,27 +9,59 @@ of ``y`` given ``x`` (per image, shape ``(n,)``). Since the cells
     log P(x) >= E_q[log p(y) - log q(y | x)],
 
 (Theis et al. 2016; Ho et al. 2019), the bound skflow reports as the
-log-probability of a discrete image, in nats.
+log-probability of a discrete image, in nats. A dequantizer sits inside the
+model (:class:`skflow.flows.DequantizedFlow`); its noise comes from the
+training batches' seeded generator, or from :func:`scoring_noise` when
+scoring.
 
 References: Ho, Chen, Srinivas, Duan and Abbeel (2019), "Flow++: Improving
 Flow-Based Generative Models with Variational Dequantization and Architecture
 Design".
 """
 
+import hashlib
 import math
 
+import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .transforms._base import soft_clamp, sum_except_batch
-from .transforms.image import ConvResNet, checkerboard_mask
+from ..transforms.core import sum_except_batch
+from ..transforms.coupling import AffineCoupling
+from ..transforms.image import ConvResNet, checkerboard_mask
 
-__all__ = ["UniformDequantization", "VariationalDequantization"]
+__all__ = ["UniformDequantization", "VariationalDequantization", "scoring_noise", "check_levels"]
 
 _LOG_2PI = math.log(2 * math.pi)
 #: Uniform noise is kept this far from 0 and 1 before the normal quantile.
 _NOISE_EPS = 1e-6
+
+
+def scoring_noise(X, n_draws=1, seed=0):
+    """Uniform noise in ``[0, 1)`` of shape ``(n_draws, *X.shape)``, a function of each row.
+
+    Row ``i``'s noise comes from a numpy generator seeded by a hash of its
+    values and ``seed``, so a score depends neither on which other rows are
+    scored with it nor on any global random state.
+    """
+    X = np.ascontiguousarray(X, dtype=np.float64)
+    noise = np.empty((n_draws, *X.shape))
+    for i, row in enumerate(X):
+        key = int.from_bytes(hashlib.blake2b(row.tobytes(), digest_size=8).digest(), "little")
+        noise[:, i] = np.random.default_rng([key, seed]).random((n_draws, *row.shape))
+    return noise
+
+
+def check_levels(X, n_bins):
+    """Raise a ValueError unless every value of X is an integer in ``[0, n_bins)``."""
+    X = np.asarray(X)
+    integer = np.all(X == np.round(X))
+    if not (integer and np.all((X >= 0) & (X < n_bins))):
+        raise ValueError(
+            f"With n_bins={n_bins}, values must be integers in [0, {n_bins}); got values in "
+            f"[{X.min()}, {X.max()}]{'' if integer else ' that are not all integers'}."
+        )
 
 
 class UniformDequantization(nn.Module):
@@ -60,22 +92,6 @@ class UniformDequantization(nn.Module):
         return (x + noise) / self.n_bins, log_q
 
 
-class _ConditionalCoupling(nn.Module):
-    """Affine coupling on ``e`` whose conditioner also sees a context image."""
-
-    def __init__(self, mask, n_channels, context_channels, hidden_channels, n_blocks, max_log_scale):
-        super().__init__()
-        self.register_buffer("mask", mask.float())
-        self.net = ConvResNet(n_channels + context_channels, 2 * n_channels, hidden_channels, n_blocks)
-        self.max_log_scale = max_log_scale
-
-    def forward(self, e, context):
-        free = 1.0 - self.mask
-        shift, raw = self.net(torch.cat([e * self.mask, context], dim=1)).chunk(2, dim=1)
-        log_scale = soft_clamp(raw, self.max_log_scale) * free
-        return e * torch.exp(log_scale) + shift * free, sum_except_batch(log_scale)
-
-
 class VariationalDequantization(nn.Module):
     """Flow++'s variational dequantization: a conditional flow ``q(u | x)``.
 
@@ -90,7 +106,7 @@ class VariationalDequantization(nn.Module):
     n_bins : int
         Number of pixel levels.
     image_shape : tuple of int
-        ``(C, H, W)``.
+        ``(C, H, W)``; ``x`` may also come as flat rows ``(n, C*H*W)``.
     hidden_channels : int, default=16
         Width of the conditioner networks.
     n_blocks : int, default=1
@@ -112,7 +128,7 @@ class VariationalDequantization(nn.Module):
 
     def __init__(self, n_bins, image_shape, hidden_channels=16, n_blocks=1, n_couplings=4, max_log_scale=3.0):
         super().__init__()
-        self.n_bins = n_bins
+        self.n_bins, self.image_shape = n_bins, tuple(image_shape)
         n_channels, height, width = image_shape
         self.features = nn.Sequential(
             nn.Conv2d(n_channels, hidden_channels, 3, padding=1),
@@ -121,23 +137,26 @@ class VariationalDequantization(nn.Module):
             nn.ReLU(),
         )
         self.couplings = nn.ModuleList(
-            _ConditionalCoupling(
+            AffineCoupling(
                 checkerboard_mask(height, width, k % 2),
-                n_channels,
-                hidden_channels,
-                hidden_channels,
-                n_blocks,
+                ConvResNet(n_channels + hidden_channels, 2 * n_channels, hidden_channels, n_blocks),
                 max_log_scale,
             )
             for k in range(n_couplings)
         )
 
     def forward(self, x, noise):
+        flat = x.dim() == 2
+        x, noise = x.reshape(len(x), *self.image_shape), noise.reshape(len(x), *self.image_shape)
+        y, log_q = self._dequantize(x, noise)
+        return (y.reshape(len(y), -1) if flat else y), log_q
+
+    def _dequantize(self, x, noise):
         e = torch.special.ndtri(noise.clamp(_NOISE_EPS, 1 - _NOISE_EPS))
         log_q = sum_except_batch(-0.5 * e**2 - 0.5 * _LOG_2PI)
         context = self.features(x / (self.n_bins - 1) - 0.5)
-        for coupling in self.couplings:
-            e, ladj = coupling(e, context)
+        for coupling in self.couplings:  # noise to u: the couplings' sampling direction
+            e, ladj = coupling.inverse(e, context)
             log_q = log_q - ladj
         u = torch.sigmoid(e)
         log_q = log_q - sum_except_batch(F.logsigmoid(e) + F.logsigmoid(-e))

@@ -1,0 +1,18 @@
+"""The data layer: layouts (rows, images), scaling with its Jacobian, dequantization."""
+
+from .dequantize import UniformDequantization, VariationalDequantization, check_levels, scoring_noise
+from .layout import ImageLayout, check_images, restore_layout, validate_layout
+from .scaling import GlobalScaler, Standardizer
+
+__all__ = [
+    "ImageLayout",
+    "check_images",
+    "restore_layout",
+    "validate_layout",
+    "Standardizer",
+    "GlobalScaler",
+    "UniformDequantization",
+    "VariationalDequantization",
+    "check_levels",
+    "scoring_noise",
+]

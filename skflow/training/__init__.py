@@ -1,0 +1,6 @@
+"""The training loop: the skorch network, its batches and its callbacks."""
+
+from .callbacks import DivergenceGuard, lr_schedule
+from .net import BatchIterator, FlowNet, NegativeLogLikelihood, TensorDataset
+
+__all__ = ["FlowNet", "TensorDataset", "BatchIterator", "NegativeLogLikelihood", "DivergenceGuard", "lr_schedule"]

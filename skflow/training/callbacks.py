@@ -1,0 +1,107 @@
+"""skflow's own skorch callbacks: divergence recovery and the learning-rate schedule."""
+
+import copy
+
+import torch
+from skorch.callbacks import Callback, LRScheduler
+from torch.optim.lr_scheduler import CosineAnnealingLR
+
+__all__ = ["DivergenceGuard", "lr_schedule"]
+
+
+def lr_schedule(name, max_epochs):
+    """The skorch callback of a named learning-rate schedule, or None for "constant".
+
+    "cosine": the rate decays from ``lr`` to 0 over ``max_epochs`` along a
+    half cosine, stepped once per epoch.
+    """
+    if name == "constant":
+        return None
+    return LRScheduler(CosineAnnealingLR, T_max=max_epochs, step_every="epoch")
+
+
+class DivergenceGuard(Callback):
+    """Clip gradients; recover from non-finite losses or gradients, or fail with advice.
+
+    Each batch's gradient is clipped to total norm ``max_norm``; a gradient
+    that is not finite is zeroed instead (no NaN reaches the weights), and a
+    batch whose loss is not finite is counted. Both happen on the device,
+    without a host sync: the count is read once per epoch. At the end of an
+    epoch that saw such a batch, or whose weights are no longer finite, the
+    module and optimizer are restored to the last good epoch and the learning
+    rate is halved. After ``max_restarts`` restorations, training stops with
+    a ``FloatingPointError`` that says what to try.
+
+    Parameters
+    ----------
+    max_norm : float, default=10.0
+        Gradient clipping threshold (total 2-norm).
+    max_restarts : int, default=5
+        Restorations allowed before giving up.
+    """
+
+    def __init__(self, max_norm=10.0, max_restarts=5):
+        self.max_norm = max_norm
+        self.max_restarts = max_restarts
+
+    def initialize(self):
+        self.restarts_ = 0
+        self._bad = None
+        self._snapshot = None
+        return self
+
+    def _save(self, net):
+        self._snapshot = (
+            copy.deepcopy(net.module_.state_dict()),
+            copy.deepcopy(net.optimizer_.state_dict()),
+        )
+
+    def _count(self, flag):
+        self._bad = flag.int() if self._bad is None else self._bad + flag.int()
+
+    def on_train_begin(self, net, **kwargs):
+        self.initialize()
+        self._save(net)
+
+    def on_grad_computed(self, net, named_parameters, training=False, **kwargs):
+        if not training:
+            return
+        params = [p for _, p in named_parameters if p.grad is not None]
+        if not params:
+            return
+        norm = torch.nn.utils.clip_grad_norm_(params, self.max_norm)
+        bad = ~torch.isfinite(norm)
+        for p in params:
+            p.grad.masked_fill_(bad, 0.0)
+        self._count(bad)
+
+    def on_batch_end(self, net, batch=None, training=False, loss=None, **kwargs):
+        if training and loss is not None:
+            self._count(~torch.isfinite(loss.detach()))
+
+    def _healthy(self, net):
+        """One host sync per epoch: no bad batch, and every weight and float buffer finite."""
+        tensors = list(net.module_.parameters()) + [b for b in net.module_.buffers() if b.is_floating_point()]
+        healthy = torch.stack([torch.isfinite(t).all() for t in tensors]).all()
+        if self._bad is not None:
+            healthy = healthy & (self._bad == 0)
+        self._bad = None
+        return bool(healthy)
+
+    def on_epoch_end(self, net, **kwargs):
+        if self._healthy(net):
+            self._save(net)
+            return
+        self.restarts_ += 1
+        if self.restarts_ > self.max_restarts:
+            raise FloatingPointError(
+                "Training diverged: the loss or its gradient was not finite in "
+                f"{self.restarts_} epochs, even after halving the learning rate each time. "
+                "Try a smaller `lr`, a larger `weight_decay`, fewer `n_transforms`, or check "
+                "X for extreme values or duplicated rows."
+            )
+        module_state, optimizer_state = self._snapshot
+        net.module_.load_state_dict(module_state)
+        net.optimizer_.load_state_dict(optimizer_state)
+        for group in net.optimizer_.param_groups:
+            group["lr"] *= 0.5
