@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from skflow.iaf import IAFDensity
+from skflow import IAFDensity
 from skflow.tabular import MAFDensity
 
 RESULTS = Path(__file__).resolve().parent / "results"

@@ -45,7 +45,8 @@ from sklearn.mixture import GaussianMixture
 from sklearn.model_selection import train_test_split
 
 from skflow import MAFDensity
-from skflow._image import bits_per_dim, uniform_dequantized_score_samples
+from skflow.data import uniform_dequantized_score_samples
+from skflow.metrics import bits_per_dim
 from skflow.image import GlowDensity, RealNVPImageDensity
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -53,7 +53,7 @@ from _tabular_data import split_set
 from image_density import GMMOnPixels, digits_split, mnist_split
 
 from skflow import MAFDensity
-from skflow._image import bits_per_dim
+from skflow.metrics import bits_per_dim
 from skflow.tarflow import TarFlowDensity
 from skflow.transforms.tarflow import TarFlow
 

@@ -21,7 +21,8 @@ from sklearn.metrics import roc_auc_score
 from sklearn.mixture import GaussianMixture
 from sklearn.model_selection import train_test_split
 
-from skflow._image import bits_per_dim, uniform_dequantized_score_samples
+from skflow.data import uniform_dequantized_score_samples
+from skflow.metrics import bits_per_dim
 from skflow.image import GlowDensity
 
 digits = load_digits()

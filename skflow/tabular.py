@@ -459,7 +459,7 @@ class NSFDensity(_StackedFlowDensity):
     See Also
     --------
     MAFDensity : Affine autoregressive layers.
-    RealNVPDensity : ``transform="spline"`` gives a coupling spline flow.
+    RealNVPDensity : ``coupling_map="spline"`` gives a coupling spline flow.
 
     References
     ----------
@@ -529,7 +529,7 @@ class RealNVPDensity(_StackedFlowDensity):
     Each layer keeps half of the features (alternating by index parity) and
     maps the other half elementwise with parameters from an MLP of the kept
     half: affine with bounded log-scales (RealNVP) or a rational-quadratic
-    spline (a coupling neural spline flow, ``transform="spline"``). Scoring
+    spline (a coupling neural spline flow, ``coupling_map="spline"``). Scoring
     and sampling both take one pass.
 
     Parameters
@@ -538,7 +538,7 @@ class RealNVPDensity(_StackedFlowDensity):
         Number of coupling layers.
     hidden_features : tuple of int, default=(128, 128)
         Hidden widths of each coupling's MLP.
-    transform : {"affine", "spline"}, default="affine"
+    coupling_map : {"affine", "spline"}, default="affine"
         The elementwise map of the transformed half; "spline" is an 8-bin
         rational-quadratic spline on ``[-5, 5]`` with identity tails.
     batch_norm : bool, default=False
@@ -572,7 +572,7 @@ class RealNVPDensity(_StackedFlowDensity):
 
     _parameter_constraints = {
         **_StackedFlowDensity._parameter_constraints,
-        "transform": [StrOptions({"affine", "spline"})],
+        "coupling_map": [StrOptions({"affine", "spline"})],
     }
 
     def __init__(
@@ -580,7 +580,7 @@ class RealNVPDensity(_StackedFlowDensity):
         *,
         n_transforms=5,
         hidden_features=(128, 128),
-        transform="affine",
+        coupling_map="affine",
         batch_norm=False,
         base="normal",
         n_components=10,
@@ -598,7 +598,7 @@ class RealNVPDensity(_StackedFlowDensity):
         random_state=None,
         verbose=0,
     ):
-        self.transform = transform
+        self.coupling_map = coupling_map
         super().__init__(
             n_transforms=n_transforms, hidden_features=hidden_features, batch_norm=batch_norm, base=base,
             n_components=n_components, dequantize=dequantize, point_mass_noise=point_mass_noise,
@@ -608,7 +608,7 @@ class RealNVPDensity(_StackedFlowDensity):
         )  # fmt: skip
 
     def _layer(self, k, n_features, context_features):
-        univariate = Affine() if self.transform == "affine" else RationalQuadraticSpline()
+        univariate = Affine() if self.coupling_map == "affine" else RationalQuadraticSpline()
         mask = alternating_masks(n_features, self.n_transforms)[k]
         conditioner = MLP(n_features + context_features, univariate.n_params * n_features, tuple(self.hidden_features))
         return Coupling(mask, conditioner, univariate)

@@ -1,6 +1,12 @@
 """The data layer: layouts (rows, images), scaling with its Jacobian, dequantization."""
 
-from .dequantize import UniformDequantization, VariationalDequantization, check_levels, scoring_noise
+from .dequantize import (
+    UniformDequantization,
+    VariationalDequantization,
+    check_levels,
+    scoring_noise,
+    uniform_dequantized_score_samples,
+)
 from .layout import ImageLayout, check_images, restore_layout, validate_layout
 from .scaling import GlobalScaler, Standardizer
 
@@ -15,4 +21,5 @@ __all__ = [
     "VariationalDequantization",
     "check_levels",
     "scoring_noise",
+    "uniform_dequantized_score_samples",
 ]

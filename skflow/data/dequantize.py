@@ -31,7 +31,13 @@ from ..transforms.core import sum_except_batch
 from ..transforms.coupling import AffineCoupling
 from ..transforms.image import ConvResNet, checkerboard_mask
 
-__all__ = ["UniformDequantization", "VariationalDequantization", "scoring_noise", "check_levels"]
+__all__ = [
+    "UniformDequantization",
+    "VariationalDequantization",
+    "scoring_noise",
+    "check_levels",
+    "uniform_dequantized_score_samples",
+]
 
 _LOG_2PI = math.log(2 * math.pi)
 #: Uniform noise is kept this far from 0 and 1 before the normal quantile.
@@ -62,6 +68,34 @@ def check_levels(X, n_bins):
             f"With n_bins={n_bins}, values must be integers in [0, {n_bins}); got values in "
             f"[{X.min()}, {X.max()}]{'' if integer else ' that are not all integers'}."
         )
+
+
+def uniform_dequantized_score_samples(score_samples, X, n_bins, n_draws=1, seed=0):
+    """``log P(x)`` bound of any density fitted on uniformly dequantized values ``x + u``.
+
+    For a density ``p`` over ``x + u`` (units of x, ``u`` in ``[0, 1)``),
+    ``log P(x) >= log mean_k p(x + u_k)`` in expectation (importance weighting
+    with the uniform proposal): the bookkeeping of skflow's dequantized
+    models applied to any ``score_samples``, e.g. a GaussianMixture's.
+
+    Parameters
+    ----------
+    score_samples : callable
+        Maps an array like X to log-densities per row.
+    X : ndarray of shape (n_samples, n_features)
+        Integers in ``[0, n_bins)``.
+    n_bins : int
+    n_draws : int, default=1
+    seed : int, default=0
+
+    Returns
+    -------
+    log_prob : ndarray of shape (n_samples,)
+    """
+    X = np.asarray(X, dtype=np.float64)
+    check_levels(X, n_bins)
+    draws = np.stack([score_samples(X + u) for u in scoring_noise(X, n_draws, seed)])
+    return np.logaddexp.reduce(draws, axis=0) - math.log(n_draws)
 
 
 class UniformDequantization(nn.Module):
