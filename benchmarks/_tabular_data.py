@@ -65,7 +65,10 @@ class ZukoMAF:
     """
 
     def __init__(self, n_transforms=5, hidden_features=(128, 128), max_epochs=300, batch_size=256,
-                 lr=1e-3, weight_decay=1e-5, validation_fraction=0.1, patience=20, random_state=0):
+                 lr=1e-3, weight_decay=1e-5, validation_fraction=0.1, patience=20, random_state=0,
+                 flow="MAF", spline_bins=8):
+        self.flow = flow
+        self.spline_bins = spline_bins
         self.n_transforms = n_transforms
         self.hidden_features = hidden_features
         self.max_epochs = max_epochs
@@ -90,8 +93,12 @@ class ZukoMAF:
         order = torch.as_tensor(rng.permutation(len(Z)))
         n_valid = int(round(self.validation_fraction * len(Z)))
         Z_valid, Z_train = Z[order[:n_valid]], Z[order[n_valid:]]
-        self.flow_ = zuko.flows.MAF(X.shape[1], transforms=self.n_transforms,
-                                    hidden_features=tuple(self.hidden_features))
+        if self.flow == "NSF":  # zuko's NSF: MAF's layers with 8-bin splines on [-5, 5], as skflow's NSFDensity
+            self.flow_ = zuko.flows.NSF(X.shape[1], bins=self.spline_bins, transforms=self.n_transforms,
+                                        hidden_features=tuple(self.hidden_features))
+        else:
+            self.flow_ = zuko.flows.MAF(X.shape[1], transforms=self.n_transforms,
+                                        hidden_features=tuple(self.hidden_features))
         optimizer = torch.optim.AdamW(self.flow_.parameters(), lr=self.lr, weight_decay=self.weight_decay)
         best, best_state, waited = math.inf, None, 0
         self.n_iter_ = 0

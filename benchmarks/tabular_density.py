@@ -25,7 +25,7 @@ from sklearn.model_selection import GridSearchCV
 from sklearn.neighbors import KernelDensity
 
 from _tabular_data import SETS, ZukoMAF, split_set
-from skflow.tabular import MADEDensity, MAFDensity, RealNVPDensity
+from skflow.tabular import MADEDensity, MAFDensity, NSFDensity, RealNVPDensity
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -88,23 +88,31 @@ _MAF_DEFAULTS = {k: MAFDensity().get_params()[k] for k in (
     "n_transforms", "hidden_features", "max_epochs", "batch_size", "lr", "weight_decay", "validation_fraction",
     "patience")}
 
+#: zuko's NSF copies the default NSFDensity's architecture and training settings.
+_NSF_DEFAULTS = {k: NSFDensity().get_params()[k] for k in (
+    "n_transforms", "hidden_features", "max_epochs", "batch_size", "lr", "weight_decay", "validation_fraction",
+    "patience")}
+
 MODELS = {
     "MAF": lambda seed: MAFDensity(random_state=seed),
     "RealNVP": lambda seed: RealNVPDensity(random_state=seed),
     "MADE": lambda seed: MADEDensity(random_state=seed),
     "MADE MoG10": lambda seed: MADEDensity(n_components=10, random_state=seed),
     "zuko MAF": lambda seed: ZukoMAF(**_MAF_DEFAULTS, random_state=seed),
+    "NSF": lambda seed: NSFDensity(random_state=seed),
+    "zuko NSF": lambda seed: ZukoMAF(**_NSF_DEFAULTS, flow="NSF", random_state=seed),
     "MAF + tail guard (prototype)": lambda seed: TailGuarded(MAFDensity(random_state=seed)),
     "RealNVP + tail guard (prototype)": lambda seed: TailGuarded(RealNVPDensity(random_state=seed)),
     "GMM (CV)": _gmm,
     "KDE (CV)": _kde,
 }
-PEERS = ("zuko MAF", "GMM (CV)", "KDE (CV)")
+PEERS = ("zuko MAF", "zuko NSF", "GMM (CV)", "KDE (CV)")
 #: Run by default (the tail-guard prototypes only on request).
-DEFAULT_MODELS = ("MAF", "RealNVP", "MADE", "MADE MoG10", "zuko MAF", "GMM (CV)", "KDE (CV)")
+DEFAULT_MODELS = ("MAF", "NSF", "RealNVP", "MADE", "MADE MoG10", "zuko MAF", "zuko NSF", "GMM (CV)", "KDE (CV)")
 
 
-_ESTIMATORS = {"MAFDensity": MAFDensity, "RealNVPDensity": RealNVPDensity, "MADEDensity": MADEDensity}
+_ESTIMATORS = {"MAFDensity": MAFDensity, "NSFDensity": NSFDensity, "RealNVPDensity": RealNVPDensity,
+               "MADEDensity": MADEDensity}
 
 
 def _variant(params):
@@ -161,15 +169,15 @@ def _table(records, sets, models, key, header, reduce=None):
     return lines
 
 
-def _beats_peers(means, sets):
-    """One line: on how many sets the default MAF beats every peer."""
+def _beats_peers(means, sets, model="MAF"):
+    """One line: on how many sets the default ``model`` beats every peer."""
     verdicts = []
     for name in sets:
         peers = [means[name][p] for p in PEERS if p in means[name]]
-        if "MAF" in means[name] and peers:
-            verdicts.append((name, means[name]["MAF"] > max(peers)))
+        if model in means[name] and peers:
+            verdicts.append((name, means[name][model] > max(peers)))
     won = [n for n, v in verdicts if v]
-    return (f"Default MAF beats every peer ({', '.join(PEERS)}) on {len(won)} of {len(verdicts)} sets"
+    return (f"Default {model} beats every peer ({', '.join(PEERS)}) on {len(won)} of {len(verdicts)} sets"
             + (f" ({', '.join(won)})." if won else "."))
 
 
@@ -206,6 +214,8 @@ def write_report(records, sets, models, seeds, command, path):
         + "; ".join(f"{n}: {max(best_peer[n], key=best_peer[n].get)}" for n in sets if best_peer[n]),
         "",
         _beats_peers(best_peer, sets),
+        "",
+        _beats_peers(best_peer, sets, "NSF"),
         "",
         "## Tails: worst held-out rows",
         "",

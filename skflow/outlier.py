@@ -85,8 +85,8 @@ class FlowOutlierDetector(OutlierMixin, BaseEstimator):
     estimator : skflow density estimator, default=None
         Any estimator with ``fit`` and ``score_samples`` returning
         log-densities, e.g. :class:`skflow.MAFDensity`. None uses
-        ``MAFDensity()`` with its defaults. Its parameters tune in a grid
-        search as ``estimator__<name>``.
+        ``MAFDensity(point_mass_noise=0.4)`` (see Notes). Its parameters tune
+        in a grid search as ``estimator__<name>``.
     n_estimators : int, default=1
         Number of independently seeded copies of ``estimator`` whose
         log-likelihoods are averaged.
@@ -122,54 +122,16 @@ class FlowOutlierDetector(OutlierMixin, BaseEstimator):
 
     Notes
     -----
-    **Choice of the default score.** The score is the mean log-likelihood
-    of one ``MAFDensity(point_mass_noise=0.4)``. Measured on the ADBench sets
-    in ``shared/data/adbench`` (``benchmarks/outlier_detection.py``, tables in
-    ``benchmarks/results/outlier_detection.md``; semi-supervised protocol,
-    ROC AUC, 5 seeds, training halves subsampled to 2,000 rows):
-
-    - **Point masses.** On 13 of the 16 sets some column has one value in at
-      least 10% of the rows (missing-value codes such as Pima's zeros,
-      clipped readings in ``cardio`` and ``mammography``). A flow fits such
-      a value with a spike (7 nats high on a synthetic column in the tests),
-      so a row's score depends mostly on whether it hits the repeated values.
-      Smoothing those columns with Gaussian training noise of 0.4 column
-      standard deviations (``point_mass_noise``) raised the mean AUC from
-      0.903 to 0.907 (Pima 0.693 -> 0.743, optdigits 0.969 -> 0.987, cardio
-      0.896 -> 0.919; annthyroid 0.944 -> 0.937, yeast 0.470 -> 0.441).
-      Noise 0.2 did about as well in screening; noise on every column (0.4)
-      lost 0.06 on ``magic``, whose columns are continuous, and
-      choosing the noise by validation likelihood picked no noise, because
-      the validation rows share the point masses.
-    - With it the detector has the best mean AUC of the methods compared:
-      0.907 against KDE 0.906, KNN 0.904, LOF 0.895, GMM 0.886,
-      IsolationForest 0.872, OCSVM 0.858, COPOD 0.800, ECOD 0.792, and trails
-      the best peer by at most 0.046 (``cardio``, OCSVM). The lead over KDE
-      (0.0006; ahead on 4 of the 5 seeds) is within seed-to-seed variation.
-    - Scores tried earlier, with the previous default flow, and not kept:
-      smaller or more regularised flows (help on ``cardio`` only), averaging
-      flows of different sizes, a typicality score ``|log p(x) - median|``
-      (Pima 0.67 vs 0.73), Gaussian smoothing of the density at scoring time
-      (+0.06 on ``cardio`` at 0.05 standard deviations, then falling fast),
-      the base-space term ``log N(f(x))`` alone (+0.06 on ``cardio``, -0.05
-      on ``satellite``), and ensembles over seeds (``n_estimators=3``: about
-      +0.004 on 8 small sets for three times the cost; an option, not the
-      default).
-
-    **Unsupervised protocol** (fit on all rows, outliers included; 1 seed):
-    the default scored a mean AUC of 0.807, the unsmoothed flow 0.827 and
-    IsolationForest 0.830. Smoothing hurts there (``shuttle`` 0.983 ->
-    0.880, ``optdigits`` 0.732 -> 0.589), also at ``point_mass_noise=0.2``
-    (0.811): outliers inside the training data get absorbed by the widened
-    point masses. The MADE-mixture base of ``MAFDensity`` also fits groups
-    of outliers: with a standard-normal base, ``MAFDensity(base="normal")``,
-    the unsupervised mean is 0.832 (0.817 with smoothing), level with
-    IsolationForest (one seed) but still far behind it on ``cardio``,
-    ``pendigits`` and ``wine``. On contaminated data, use
-    ``FlowOutlierDetector(MAFDensity(base="normal"))``. ``trim=0.1``
-    (refit without the least likely 10% of rows) scored 0.819 against 0.835
-    for the then-default flow, losing 0.24 on ``wine``, whose outliers form a
-    tight group, so ``trim`` defaults to 0.
+    The default density smooths columns with a point mass (one value in at
+    least 10% of the rows: missing-value codes, clipped readings) with
+    Gaussian training noise of 0.4 column standard deviations; a flow would
+    otherwise fit a spike there and score rows by whether they hit it. It is
+    the best choice measured for clean training data (the semi-supervised
+    protocol). On contaminated training data (outliers among the training
+    rows) use ``FlowOutlierDetector(MAFDensity(base="normal"))``: smoothing and
+    the MADE-mixture base absorb groups of outliers there. The figures behind
+    both choices, and the options tried and dropped (``trim``, ensembles,
+    typicality scores), are in ``benchmarks/results/outlier_detection.md``.
 
     See Also
     --------
