@@ -1,8 +1,9 @@
 """skflow: scikit-learn-compatible density estimators built on normalizing flows."""
 
 from .base import FlowDensity
+from .conditional import FlowRegressor
 from .image import GlowDensity, RealNVPImageDensity
-from .metrics import bits_per_dim
+from .metrics import bits_per_dim, conditional_log_likelihood
 from .outlier import FlowOutlierDetector
 from .tabular import IAFDensity, MADEDensity, MAFDensity, NSFDensity, RealNVPDensity
 from .tarflow import TarFlowDensity
@@ -22,6 +23,8 @@ __all__ = [
     "TarFlowDensity",
     "VariationalDensity",
     "FlowOutlierDetector",
+    "FlowRegressor",
+    "conditional_log_likelihood",
     "bits_per_dim",
     "__version__",
 ]

@@ -329,9 +329,16 @@ class FlowDensity(DensityMixin, BaseEstimator):
             The fitted estimator.
         """
         self._check_params()
-        device = resolve_device(self.device)
         X = self._validate(X, reset=True)
-        context = self._encode_labels(y, len(X))
+        return self._fit_rows(X, self._encode_labels(y, len(X)))
+
+    def _fit_rows(self, X, context):
+        """Fit on validated rows X, conditioned on ``context`` (n, k) or None; the shared trunk of ``fit``.
+
+        :class:`skflow.conditional.FlowRegressor` enters here with the
+        standardised features as the context.
+        """
+        device = resolve_device(self.device)
         self.standardizer_ = self._make_scaler().fit(X)
         Z = self.standardizer_.transform(X)
         rng = check_random_state(self.random_state)
@@ -393,6 +400,11 @@ class FlowDensity(DensityMixin, BaseEstimator):
             log_prior = np.log(self.class_prior_)
         columns = [_with_tail_guard(self._log_prob(Z, context), Z, self._tail_weight) for context in contexts]
         return np.stack(columns, axis=1) + log_prior + self.standardizer_.log_det_
+
+    def _conditional_log_prob(self, X, context):
+        """``log p(x | context)`` of validated rows X in their units, every Jacobian counted."""
+        Z = self.standardizer_.transform(X)
+        return _with_tail_guard(self._log_prob(Z, context), Z, self._tail_weight) + self.standardizer_.log_det_
 
     def score_samples(self, X):
         """Log-density of each sample, in the units of X.
@@ -491,6 +503,10 @@ class FlowDensity(DensityMixin, BaseEstimator):
         rng = check_random_state(random_state)
         labels = self._pick_labels(n_samples, y, rng)
         context = None if labels is None else _one_hot(labels, len(self.classes_))
+        return self._restore(self._conditional_sample(n_samples, context, rng, **options))
+
+    def _conditional_sample(self, n_samples, context, rng, **options):
+        """``n_samples`` rows in the user's units (not yet in the training layout), row i given ``context[i]``."""
         device = self._device()
         generator = torch.Generator(device=device).manual_seed(int(rng.randint(np.iinfo(np.int32).max)))
         module = self._module
@@ -500,7 +516,7 @@ class FlowDensity(DensityMixin, BaseEstimator):
             wide = torch.rand(n_samples, generator=generator, device=device).cpu().numpy() < self._tail_weight
             noise = torch.randn(Z.shape, generator=generator, device=device).double().cpu().numpy()
             Z[wide] = TAIL_SCALE * noise[wide]
-        return self._restore(self.standardizer_.inverse_transform(Z))
+        return self.standardizer_.inverse_transform(Z)
 
     def _pick_labels(self, n_samples, y, rng):
         """Class indices to sample: ``y`` checked against ``classes_``, or drawn from the prior."""

@@ -4,7 +4,7 @@ import math
 
 import numpy as np
 
-__all__ = ["bits_per_dim"]
+__all__ = ["bits_per_dim", "conditional_log_likelihood"]
 
 
 def bits_per_dim(estimator, X):
@@ -35,3 +35,27 @@ def bits_per_dim(estimator, X):
     """
     n_dims = int(np.prod(np.shape(X)[1:]))
     return float(-np.mean(estimator.score_samples(X)) / (n_dims * math.log(2)))
+
+
+def conditional_log_likelihood(estimator, X, y):
+    """Scorer: mean held-out ``log p(y | x)`` of a fitted FlowRegressor, or of a Pipeline ending in one.
+
+    Pass it as ``scoring=`` to ``GridSearchCV`` or ``cross_val_score`` to
+    select conditional densities by held-out log-likelihood (higher is
+    better); the regressor's own ``score`` is R^2.
+
+    Parameters
+    ----------
+    estimator : fitted FlowRegressor or Pipeline whose last step is one
+    X : array-like of shape (n_samples, n_features)
+    y : array-like of shape (n_samples,) or (n_samples, n_outputs)
+
+    Returns
+    -------
+    score : float
+        Mean of ``score_samples(X, y)`` in nats.
+    """
+    if hasattr(estimator, "steps"):
+        X = estimator[:-1].transform(X)
+        estimator = estimator[-1]
+    return float(np.mean(estimator.score_samples(X, y)))

@@ -37,13 +37,19 @@ def _made_masks(order, hidden_features, n_params, context_features):
     Input ``i`` has degree ``order[i] + 1``; hidden unit ``k`` of a layer of
     width ``h`` has degree ``k % max(D - 1, 1) + 1``; output ``(p, i)`` may see
     hidden units of degree strictly below the degree of input ``i``. Context
-    inputs have degree 0: every hidden unit sees them.
+    inputs have degree 0, and with a context the hidden degrees start at 0
+    (``k % D``): units of degree 0 see the context alone and feed every
+    output, so the first feature in the order (and a single feature) is
+    conditioned too.
     """
     n_features = len(order)
     in_degrees = torch.cat([torch.zeros(context_features, dtype=order.dtype), order + 1])
     degrees = [in_degrees]
     for width in hidden_features:
-        degrees.append(torch.arange(width) % max(n_features - 1, 1) + 1)
+        if context_features:
+            degrees.append(torch.arange(width) % n_features)
+        else:
+            degrees.append(torch.arange(width) % max(n_features - 1, 1) + 1)
     masks = [(d_out[:, None] >= d_in[None, :]) for d_in, d_out in zip(degrees[:-1], degrees[1:])]
     out_degrees = (order + 1).repeat(n_params)
     masks.append(out_degrees[:, None] > degrees[-1][None, :])
