@@ -11,7 +11,7 @@ import torch
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
-from .base import FlowDensity
+from .base import FlowDensity, training_doc
 from .data import GlobalScaler, Standardizer, UniformDequantization
 from .distributions import StandardNormal
 from .flows import DequantizedFlow, Flow
@@ -40,6 +40,14 @@ def _tweedie_step(flow, x, context, guidance, sigma):
     return (x + sigma**2 * score).detach()
 
 
+def _doc(cls):
+    cls.__doc__ = cls.__doc__.replace(
+        "{training}", training_doc(batch_size=256, lr=0.0005, weight_decay=0.0001)
+    )
+    return cls
+
+
+@_doc
 class TarFlowDensity(FlowDensity):
     """Transformer autoregressive flow density (TarFlow, Zhai et al. 2024).
 
@@ -100,33 +108,9 @@ class TarFlowDensity(FlowDensity):
         With ``n_bins``: dequantization draws per sample in ``score_samples``,
         combined as an importance-weighted bound and seeded by each sample's
         values (as the image flows of :mod:`skflow.image`).
-    callbacks : list of skorch callbacks or (name, callback) pairs, default=None
-        Added to skflow's own (see :class:`skflow.MAFDensity`).
-    max_epochs : int, default=300
-        Maximum number of passes over the training data.
-    batch_size : int, default=256
-        Rows per gradient step.
-    lr : float, default=5e-4
-        Learning rate of AdamW.
-    weight_decay : float, default=1e-4
-        AdamW's decoupled weight decay.
-    lr_schedule : {"constant", "cosine"}, default="constant"
-        "cosine": the learning rate decays from ``lr`` to 0 over
-        ``max_epochs`` along a half cosine (the paper's schedule).
-    validation_fraction : float, default=0.1
-        Fraction of rows held out for early stopping on the validation
-        log-likelihood (best weights restored); 0 turns it off.
-    patience : int, default=20
-        Epochs without validation improvement before training stops.
     dequantize : "auto" or bool, default="auto"
         Tabular data without ``n_bins``: integer-valued columns are uniformly
-        dequantized during training (see :class:`skflow.MAFDensity`).
-    device : str or torch.device, default="auto"
-        "auto" (CUDA when available) or any torch device ("cuda:1", "mps").
-    random_state : int, RandomState instance or None, default=None
-        Seeds initialisation, the validation split, shuffling and noise.
-    verbose : int, default=0
-        Print the loss per epoch when > 0.
+        dequantized during training (see :class:`skflow.MAFDensity`).{training}
 
     Attributes
     ----------
