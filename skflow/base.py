@@ -32,9 +32,16 @@ from skorch.helper import predefined_split
 
 from .data import Standardizer, check_levels, restore_layout, scoring_noise, validate_layout
 from .flows import DequantizedFlow
-from .training import BatchIterator, DivergenceGuard, FlowNet, NegativeLogLikelihood, TensorDataset, lr_schedule
+from .training import (
+    BatchIterator,
+    DivergenceGuard,
+    FlowNet,
+    NegativeLogLikelihood,
+    TensorDataset,
+    lr_schedule,
+)
 
-__all__ = ["FlowDensity", "resolve_device", "batched", "TRAINING_DOC"]
+__all__ = ["TRAINING_DOC", "FlowDensity", "batched", "resolve_device"]
 
 #: Rows per forward pass when scoring or sampling (keeps memory flat).
 INFERENCE_BATCH = 8192
@@ -117,7 +124,9 @@ def resolve_device(device):
     if device.type == "cuda":
         count = torch.cuda.device_count() if torch.cuda.is_available() else 0
         if (device.index or 0) >= count:
-            raise ValueError(f"device={str(device)!r} is not available: this machine has {count} CUDA device(s).")
+            raise ValueError(
+                f"device={str(device)!r} is not available: this machine has {count} CUDA device(s)."
+            )
     elif device.type == "mps" and not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
         raise ValueError("device='mps' is not available on this machine.")
     elif device.type not in ("cpu", "cuda", "mps"):
@@ -130,8 +139,9 @@ def batched(fn, n_rows, batch_size, device, **arrays):
     """Call ``fn(n=size, **tensors)`` on consecutive batches; concatenate its outputs as float64.
 
     ``arrays`` (numpy, or None) are sliced per batch and moved to ``device``
-    as float32 tensors; None stays None and is not passed. The one inference
-    loop of skflow: scoring and sampling both go through it.
+    as float32 tensors; None stays None and is not passed. ``fn`` returns a
+    tensor, or a tuple of tensors (then a tuple of arrays comes back). The one
+    inference loop of skflow: scoring and sampling all go through it.
     """
     chunks = []
     for start in range(0, n_rows, batch_size):
@@ -141,7 +151,14 @@ def batched(fn, n_rows, batch_size, device, **arrays):
             for key, value in arrays.items()
             if value is not None
         }
-        chunks.append(fn(n=stop - start, **tensors).double().cpu().numpy())
+        out = fn(n=stop - start, **tensors)
+        chunks.append(
+            tuple(t.double().cpu().numpy() for t in out)
+            if isinstance(out, tuple)
+            else out.double().cpu().numpy()
+        )
+    if isinstance(chunks[0], tuple):
+        return tuple(np.concatenate(parts) for parts in zip(*chunks))
     return np.concatenate(chunks)
 
 
@@ -221,7 +238,9 @@ class FlowDensity(DensityMixin, BaseEstimator):
         if hidden is not None and (
             len(hidden) == 0 or not all(isinstance(h, Integral) and h >= 1 for h in hidden)
         ):
-            raise ValueError(f"hidden_features must be a non-empty tuple of positive integers, got {hidden!r}.")
+            raise ValueError(
+                f"hidden_features must be a non-empty tuple of positive integers, got {hidden!r}."
+            )
 
     def _make_scaler(self):
         """The map from X to the flow's units (see :mod:`skflow.data.scaling`)."""
@@ -229,7 +248,7 @@ class FlowDensity(DensityMixin, BaseEstimator):
 
     def _dequantizer(self):
         """A dequantizer module for discrete values inside the model, or None."""
-        return None
+        return
 
     def _smoothing_std(self):
         """Per-feature std of the Gaussian training noise, in the flow's units (None: none)."""
@@ -280,7 +299,9 @@ class FlowDensity(DensityMixin, BaseEstimator):
     def _make_net(self, module, device, valid_set, seed):
         callbacks = [("divergence_guard", DivergenceGuard(max_norm=GRADIENT_CLIP))]
         if valid_set is not None:
-            stopper = EarlyStopping(patience=self.patience, threshold=0.0, threshold_mode="abs", load_best=True)
+            stopper = EarlyStopping(
+                patience=self.patience, threshold=0.0, threshold_mode="abs", load_best=True
+            )
             callbacks.append(("early_stopping", stopper))
         schedule = lr_schedule(self.lr_schedule, self.max_epochs)
         if schedule is not None:
@@ -344,7 +365,7 @@ class FlowDensity(DensityMixin, BaseEstimator):
         rng = check_random_state(self.random_state)
         init_seed, loop_seed = (int(s) for s in rng.randint(np.iinfo(np.int32).max - 1, size=2))
         train, valid = _split_indices(len(Z), self.validation_fraction, rng)
-        rows = lambda index: (Z[index], None if context is None else context[index])  # noqa: E731
+        rows = lambda index: (Z[index], None if context is None else context[index])
         valid_set = TensorDataset(*rows(valid), device=device) if len(valid) else None
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(init_seed)
@@ -379,7 +400,7 @@ class FlowDensity(DensityMixin, BaseEstimator):
         """``log p(z | context)`` per row in the flow's units; averaged in probability over
         ``n_score_draws`` dequantization draws (an importance-weighted bound) when dequantized."""
         module = self._module
-        score = lambda n, **batch: module(**batch)  # noqa: E731
+        score = lambda n, **batch: module(**batch)
         if not isinstance(module, DequantizedFlow):
             return batched(score, len(Z), self._inference_batch, self._device(), x=Z, context=context)
         draws = [
@@ -404,7 +425,9 @@ class FlowDensity(DensityMixin, BaseEstimator):
     def _conditional_log_prob(self, X, context):
         """``log p(x | context)`` of validated rows X in their units, every Jacobian counted."""
         Z = self.standardizer_.transform(X)
-        return _with_tail_guard(self._log_prob(Z, context), Z, self._tail_weight) + self.standardizer_.log_det_
+        return (
+            _with_tail_guard(self._log_prob(Z, context), Z, self._tail_weight) + self.standardizer_.log_det_
+        )
 
     def score_samples(self, X):
         """Log-density of each sample, in the units of X.
@@ -510,7 +533,7 @@ class FlowDensity(DensityMixin, BaseEstimator):
         device = self._device()
         generator = torch.Generator(device=device).manual_seed(int(rng.randint(np.iinfo(np.int32).max)))
         module = self._module
-        draw = lambda n, context=None: self._sample_scaled(module, n, context, generator, **options)  # noqa: E731
+        draw = lambda n, context=None: self._sample_scaled(module, n, context, generator, **options)
         Z = batched(draw, n_samples, self._inference_batch, device, context=context)
         if self._tail_weight > 0:  # rows drawn from the wide Gaussian of the tail guard
             wide = torch.rand(n_samples, generator=generator, device=device).cpu().numpy() < self._tail_weight

@@ -134,7 +134,9 @@ class FlowRegressor(RegressorMixin, BaseEstimator):
         """
         estimator = _default_estimator() if self.estimator is None else self.estimator
         if estimator._images != "never" and not hasattr(estimator, "patch_size"):
-            raise TypeError(f"{type(estimator).__name__} models images; FlowRegressor needs a tabular density.")
+            raise TypeError(
+                f"{type(estimator).__name__} models images; FlowRegressor needs a tabular density."
+            )
         X, Y = self._validate_xy(X, y, reset=True)
         self.n_outputs_ = Y.shape[1]
         self._y_ndim = np.ndim(y)
@@ -169,7 +171,9 @@ class FlowRegressor(RegressorMixin, BaseEstimator):
         check_is_fitted(self)
         X, Y = self._validate_xy(X, y, reset=False)
         if Y.shape[1] != self.n_outputs_:
-            raise ValueError(f"y has {Y.shape[1]} columns, but the regressor was fitted on {self.n_outputs_}.")
+            raise ValueError(
+                f"y has {Y.shape[1]} columns, but the regressor was fitted on {self.n_outputs_}."
+            )
         return self.estimator_._conditional_log_prob(Y, self._context(X))
 
     def _check_X(self, X):
@@ -179,7 +183,9 @@ class FlowRegressor(RegressorMixin, BaseEstimator):
     def _conditional_grid(self, X):
         """1-D targets: grid ``(G,)`` in y's units and the normalised density ``(n, G)`` on it."""
         if self.n_outputs_ != 1:
-            raise ValueError("Quantiles and intervals are defined for a single target column (n_outputs_ == 1).")
+            raise ValueError(
+                "Quantiles and intervals are defined for a single target column (n_outputs_ == 1)."
+            )
         context = self._context(self._check_X(X))
         grid = np.linspace(self.y_range_[0][0], self.y_range_[1][0], GRID_POINTS)
         n = len(context)

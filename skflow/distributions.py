@@ -12,10 +12,10 @@ import math
 import torch
 from torch import nn
 
-from .transforms.core import soft_clamp, sum_except_batch
 from .transforms.autoregressive import MADE
+from .transforms.core import soft_clamp, sum_except_batch
 
-__all__ = ["StandardNormal", "DiagonalNormal", "GaussianMixture", "MADEMixture"]
+__all__ = ["DiagonalNormal", "GaussianMixture", "MADEMixture", "StandardNormal"]
 
 _LOG_2PI = math.log(2 * math.pi)
 
@@ -98,7 +98,13 @@ class MADEMixture(StandardNormal):
     """
 
     def __init__(
-        self, n_features, n_components=10, hidden_features=(64, 64), order=None, max_log_scale=3.0, context_features=0
+        self,
+        n_features,
+        n_components=10,
+        hidden_features=(64, 64),
+        order=None,
+        max_log_scale=3.0,
+        context_features=0,
     ):
         super().__init__(n_features)
         self.n_components = n_components

@@ -9,7 +9,7 @@ variational lower bound of ``log P(x)``.
 import torch
 from torch import nn
 
-__all__ = ["Flow", "DequantizedFlow"]
+__all__ = ["DequantizedFlow", "Flow"]
 
 
 class Flow(nn.Module):

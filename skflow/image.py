@@ -127,7 +127,9 @@ def _realnvp(shape, n_levels, hidden_channels, n_blocks, context_features=0):
         layers = []
         for k in range(count):
             layers += [
-                _coupling(checkerboard_mask(h, w, k % 2), channels, hidden_channels, n_blocks, context_features),
+                _coupling(
+                    checkerboard_mask(h, w, k % 2), channels, hidden_channels, n_blocks, context_features
+                ),
                 ActNorm(channels),
             ]
         return layers
@@ -138,7 +140,9 @@ def _realnvp(shape, n_levels, hidden_channels, n_blocks, context_features=0):
     channelwise = []
     for k in range(3):
         channelwise += [
-            _coupling(channel_mask(squeezed[0], k % 2), squeezed[0], hidden_channels, n_blocks, context_features)
+            _coupling(
+                channel_mask(squeezed[0], k % 2), squeezed[0], hidden_channels, n_blocks, context_features
+            )
         ]
         channelwise += [ActNorm(squeezed[0])]
     level = Compose(*checkers(n_channels, height, width, 3), Squeeze(), *channelwise)
@@ -398,4 +402,6 @@ class GlowDensity(_ImageDensity):
         self.verbose = verbose
 
     def _image_transform(self, image_shape, context_features):
-        return _glow(image_shape, self.n_levels, self.n_steps, self.hidden_channels, self.n_blocks, context_features)
+        return _glow(
+            image_shape, self.n_levels, self.n_steps, self.hidden_channels, self.n_blocks, context_features
+        )

@@ -27,7 +27,7 @@ from .transforms import (
 )
 from .transforms.splines import RationalQuadraticSpline
 
-__all__ = ["MADEDensity", "MAFDensity", "IAFDensity", "NSFDensity", "RealNVPDensity"]
+__all__ = ["IAFDensity", "MADEDensity", "MAFDensity", "NSFDensity", "RealNVPDensity"]
 
 _DATA_DOC = """
     dequantize : "auto" or bool, default="auto"
@@ -78,9 +78,8 @@ _TABULAR_CONSTRAINTS = {
 
 
 def _doc(cls):
-    cls.__doc__ = (
-        cls.__doc__.replace("{common}", _DATA_DOC + training_doc())
-        .replace("{attributes}", _ATTRIBUTES_DOC)
+    cls.__doc__ = cls.__doc__.replace("{common}", _DATA_DOC + training_doc()).replace(
+        "{attributes}", _ATTRIBUTES_DOC
     )
     return cls
 
@@ -273,7 +272,9 @@ class _StackedFlowDensity(_TabularDensity):
 
     def _autoregressive(self, k, n_features, context_features, univariate=None):
         order = reversing_order(n_features, k)
-        return MaskedAutoregressive(n_features, tuple(self.hidden_features), order, univariate, context_features)
+        return MaskedAutoregressive(
+            n_features, tuple(self.hidden_features), order, univariate, context_features
+        )
 
 
 @_doc
@@ -610,5 +611,7 @@ class RealNVPDensity(_StackedFlowDensity):
     def _layer(self, k, n_features, context_features):
         univariate = Affine() if self.coupling_map == "affine" else RationalQuadraticSpline()
         mask = alternating_masks(n_features, self.n_transforms)[k]
-        conditioner = MLP(n_features + context_features, univariate.n_params * n_features, tuple(self.hidden_features))
+        conditioner = MLP(
+            n_features + context_features, univariate.n_params * n_features, tuple(self.hidden_features)
+        )
         return Coupling(mask, conditioner, univariate)

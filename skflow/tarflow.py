@@ -280,7 +280,9 @@ class TarFlowDensity(FlowDensity):
         with guided(flow, guidance):
             x = flow.sample(n, context, generator)
             if denoise:
-                sigma = self.noise_std / 2.0 if self.n_bins is not None else self.noise_std  # in the flow's units
+                sigma = (
+                    self.noise_std / 2.0 if self.n_bins is not None else self.noise_std
+                )  # in the flow's units
                 x = _tweedie_step(flow, x, context, guidance, sigma)
         return module.quantize(x) if isinstance(module, DequantizedFlow) else x
 

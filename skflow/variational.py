@@ -54,7 +54,6 @@ def build_flow(name, n_features, n_transforms, hidden_features):
     return Flow(Compose(affine, *layers), StandardNormal(n_features))
 
 
-
 def _build_flow(name, n_features, n_transforms, hidden_features):
     """Standard normal noise -> ``n_transforms`` layers -> a learned per-feature affine map.
 
@@ -65,6 +64,7 @@ def _build_flow(name, n_features, n_transforms, hidden_features):
     affine = ActNorm(n_features)
     affine.initialized.fill_(True)  # no data-dependent initialisation: there is no data
     return Flow(Compose(affine, *layers), StandardNormal(n_features))
+
 
 #: Samples behind the reported ``elbo_``.
 ELBO_SAMPLES = 8192
@@ -268,18 +268,16 @@ class VariationalDensity(DensityMixin, BaseEstimator):
     def _device(self):
         return next(self.flow_.parameters()).device
 
-    @torch.no_grad()
     def _log_weights(self, n_samples, seed, return_samples=False):
         """Importance log-weights ``log_prob(x) - log q(x)`` of ``n_samples`` draws from q."""
         generator = torch.Generator(device=self._device()).manual_seed(seed)
-        weights, samples = [], []
-        for start in range(0, n_samples, INFERENCE_BATCH):
-            x, log_q = self.flow_.rsample_and_log_prob(min(INFERENCE_BATCH, n_samples - start), generator=generator)
-            weights.append((_target_log_prob(self.log_prob, x) - log_q).double().cpu().numpy())
-            if return_samples:
-                samples.append(x.double().cpu().numpy())
-        log_w = np.concatenate(weights)
-        return (np.concatenate(samples), log_w) if return_samples else log_w
+
+        def draw(n):
+            x, log_q = self.flow_.rsample_and_log_prob(n, generator=generator)
+            return x, _target_log_prob(self.log_prob, x) - log_q
+
+        samples, log_w = batched(draw, n_samples, INFERENCE_BATCH, self._device())
+        return (samples, log_w) if return_samples else log_w
 
     @validate_params(
         {
@@ -396,5 +394,5 @@ class VariationalDensity(DensityMixin, BaseEstimator):
         check_is_fitted(self)
         seed = int(check_random_state(random_state).randint(np.iinfo(np.int32).max))
         generator = torch.Generator(device=self._device()).manual_seed(seed)
-        draw = lambda n: self.flow_.sample(n, generator=generator)  # noqa: E731
+        draw = lambda n: self.flow_.sample(n, generator=generator)
         return batched(draw, n_samples, INFERENCE_BATCH, self._device())

@@ -323,9 +323,10 @@ def test_context_conditions_the_map(name):
 def test_gradients_reach_every_parameter(name):
     case = REGISTRY[name]
     transform = _build(name)
-    x, context = _inputs(case, 16, 0), _contexts(case, 16, 1)
+    x, context = _inputs(case, 16, 0).requires_grad_(True), _contexts(case, 16, 1)
     z, ladj = transform(x, context)
     (0.5 * z.square().sum() - ladj.sum()).backward()
+    assert torch.all(torch.isfinite(x.grad)) and torch.any(x.grad != 0)
     for pname, p in transform.named_parameters():
         assert p.requires_grad
         assert p.grad is not None and torch.any(p.grad != 0), pname

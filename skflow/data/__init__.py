@@ -11,15 +11,15 @@ from .layout import ImageLayout, check_images, restore_layout, validate_layout
 from .scaling import GlobalScaler, Standardizer
 
 __all__ = [
-    "ImageLayout",
-    "check_images",
-    "restore_layout",
-    "validate_layout",
-    "Standardizer",
     "GlobalScaler",
+    "ImageLayout",
+    "Standardizer",
     "UniformDequantization",
     "VariationalDequantization",
+    "check_images",
     "check_levels",
+    "restore_layout",
     "scoring_noise",
     "uniform_dequantized_score_samples",
+    "validate_layout",
 ]

@@ -34,8 +34,8 @@ from ..transforms.image import ConvResNet, checkerboard_mask
 __all__ = [
     "UniformDequantization",
     "VariationalDequantization",
-    "scoring_noise",
     "check_levels",
+    "scoring_noise",
     "uniform_dequantized_score_samples",
 ]
 

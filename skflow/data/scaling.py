@@ -33,7 +33,7 @@ the estimators' ``point_mass_noise`` smooths them during training.
 
 import numpy as np
 
-__all__ = ["Standardizer", "GlobalScaler", "POINT_MASS_FRACTION"]
+__all__ = ["POINT_MASS_FRACTION", "GlobalScaler", "Standardizer"]
 
 #: A column whose most frequent value holds at least this fraction of rows has a point mass.
 POINT_MASS_FRACTION = 0.1

@@ -3,4 +3,11 @@
 from .callbacks import DivergenceGuard, lr_schedule
 from .net import BatchIterator, FlowNet, NegativeLogLikelihood, TensorDataset
 
-__all__ = ["FlowNet", "TensorDataset", "BatchIterator", "NegativeLogLikelihood", "DivergenceGuard", "lr_schedule"]
+__all__ = [
+    "BatchIterator",
+    "DivergenceGuard",
+    "FlowNet",
+    "NegativeLogLikelihood",
+    "TensorDataset",
+    "lr_schedule",
+]

@@ -11,7 +11,7 @@ and ``noise`` when the model takes them), so one loop serves every flow.
 import torch
 from skorch import NeuralNet
 
-__all__ = ["FlowNet", "TensorDataset", "BatchIterator", "NegativeLogLikelihood"]
+__all__ = ["BatchIterator", "FlowNet", "NegativeLogLikelihood", "TensorDataset"]
 
 
 class TensorDataset(torch.utils.data.Dataset):

@@ -15,7 +15,7 @@ import math
 import numpy as np
 import torch
 
-__all__ = ["target_log_prob", "fit_reverse_kl"]
+__all__ = ["fit_reverse_kl", "target_log_prob"]
 
 #: Gradients are clipped to this norm (as in the maximum-likelihood loop).
 GRADIENT_CLIP = 10.0

@@ -12,7 +12,13 @@ takes an optional ``context`` that conditions it.
 - :mod:`.planar`: planar and radial layers (sampling direction only).
 """
 
-from .autoregressive import MADE, MaskedAffineAutoregressive, MaskedAutoregressive, MaskedLinear, reversing_order
+from .autoregressive import (
+    MADE,
+    MaskedAffineAutoregressive,
+    MaskedAutoregressive,
+    MaskedLinear,
+    reversing_order,
+)
 from .core import Compose, Inverse, Transform, soft_clamp
 from .coupling import MLP, AffineCoupling, Coupling, alternating_masks
 from .linear import ActNorm, BatchNorm, LULinear
@@ -20,23 +26,23 @@ from .planar import Planar, Radial
 from .univariate import Affine
 
 __all__ = [
-    "Transform",
-    "Compose",
-    "Inverse",
-    "soft_clamp",
-    "Affine",
-    "MaskedLinear",
     "MADE",
-    "MaskedAutoregressive",
-    "MaskedAffineAutoregressive",
-    "reversing_order",
     "MLP",
-    "Coupling",
-    "AffineCoupling",
-    "alternating_masks",
-    "LULinear",
-    "BatchNorm",
     "ActNorm",
+    "Affine",
+    "AffineCoupling",
+    "BatchNorm",
+    "Compose",
+    "Coupling",
+    "Inverse",
+    "LULinear",
+    "MaskedAffineAutoregressive",
+    "MaskedAutoregressive",
+    "MaskedLinear",
     "Planar",
     "Radial",
+    "Transform",
+    "alternating_masks",
+    "reversing_order",
+    "soft_clamp",
 ]

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-__all__ = ["CausalSelfAttention", "FeedForward", "CausalLayer", "kv_cache"]
+__all__ = ["CausalLayer", "CausalSelfAttention", "FeedForward", "kv_cache"]
 
 
 @contextmanager

@@ -12,7 +12,7 @@ from torch.nn import functional as F
 from .core import Transform, soft_clamp
 from .univariate import Affine
 
-__all__ = ["MaskedLinear", "MADE", "MaskedAutoregressive", "MaskedAffineAutoregressive", "reversing_order"]
+__all__ = ["MADE", "MaskedAffineAutoregressive", "MaskedAutoregressive", "MaskedLinear", "reversing_order"]
 
 #: Conditioner inputs are squashed into this range, so a layer's parameters
 #: are bounded functions of the data and held-out extremes meet a map with
@@ -145,7 +145,9 @@ class MaskedAffineAutoregressive(MaskedAutoregressive):
     log-scales are soft-clamped to ``(-max_log_scale, max_log_scale)``.
     """
 
-    def __init__(self, n_features, hidden_features=(64, 64), order=None, max_log_scale=3.0, context_features=0):
+    def __init__(
+        self, n_features, hidden_features=(64, 64), order=None, max_log_scale=3.0, context_features=0
+    ):
         super().__init__(n_features, hidden_features, order, Affine(max_log_scale), context_features)
 
 

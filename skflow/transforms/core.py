@@ -14,7 +14,7 @@ import abc
 import torch
 from torch import nn
 
-__all__ = ["Transform", "Compose", "Inverse", "soft_clamp", "sum_except_batch", "broadcast_context"]
+__all__ = ["Compose", "Inverse", "Transform", "broadcast_context", "soft_clamp", "sum_except_batch"]
 
 
 def soft_clamp(x, bound):

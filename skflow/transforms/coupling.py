@@ -12,7 +12,7 @@ from .autoregressive import INPUT_BOUND
 from .core import Transform, broadcast_context, soft_clamp, sum_except_batch
 from .univariate import Affine
 
-__all__ = ["MLP", "Coupling", "AffineCoupling", "alternating_masks"]
+__all__ = ["MLP", "AffineCoupling", "Coupling", "alternating_masks"]
 
 
 class MLP(nn.Sequential):

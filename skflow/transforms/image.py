@@ -18,9 +18,9 @@ from .core import Transform, sum_except_batch
 
 __all__ = [
     "ConvResNet",
+    "FixedAffine",
     "Flatten",
     "Logit",
-    "FixedAffine",
     "MultiScale",
     "Squeeze",
     "channel_mask",

@@ -11,7 +11,7 @@ from torch import nn
 
 from .core import Transform
 
-__all__ = ["LULinear", "BatchNorm", "ActNorm"]
+__all__ = ["ActNorm", "BatchNorm", "LULinear"]
 
 
 def _positions(x, dim):
@@ -45,7 +45,11 @@ class LULinear(Transform):
         super().__init__()
         self.dim = dim
         eye = torch.eye(n_features)
-        permutation, lower, upper = eye, torch.zeros(n_features, n_features), torch.zeros(n_features, n_features)
+        permutation, lower, upper = (
+            eye,
+            torch.zeros(n_features, n_features),
+            torch.zeros(n_features, n_features),
+        )
         sign, log_s = torch.ones(n_features), torch.zeros(n_features)
         if init == "rotation":
             q, _ = torch.linalg.qr(torch.randn(n_features, n_features, dtype=torch.float64))
@@ -137,13 +141,13 @@ class BatchNorm(Transform):
 
     def forward(self, x, context=None):
         mean, var = self._statistics(x)
-        v = lambda t: self._view(x, t)  # noqa: E731
+        v = lambda t: self._view(x, t)
         z = (x - v(mean)) / torch.sqrt(v(var) + self.eps) * torch.exp(v(self.log_gamma)) + v(self.beta)
         return z, self._ladj(x, var)
 
     def inverse(self, z, context=None):
         mean, var = self.running_mean, self.running_var
-        v = lambda t: self._view(z, t)  # noqa: E731
+        v = lambda t: self._view(z, t)
         x = (z - v(self.beta)) * torch.exp(-v(self.log_gamma)) * torch.sqrt(v(var) + self.eps) + v(mean)
         return x, -self._ladj(z, var)
 
