@@ -97,7 +97,7 @@ class TarFlowDensity(FlowDensity):
         Put an invertible linear map of the token features (shared by all
         tokens, LU-parametrised, with a bias) before every block, so that the
         features within a token are mixed; see
-        :class:`skflow.transforms.tarflow.TokenMixing`. False: the paper's
+        :class:`skflow.transforms.linear.LULinear` (``dim=-1, bias=True``). False: the paper's
         TarFlow.
     logit_alpha : float or None, default=0.05
         With ``n_bins``: model the pixels in logit space,

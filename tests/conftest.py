@@ -1,6 +1,11 @@
 from pathlib import Path
 
 import pytest
+import torch
+
+# Small models gain nothing from intra-op threads, and on a shared 2-core machine two threads per
+# process slow the suite down many times over.
+torch.set_num_threads(1)
 
 DATA_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 

@@ -91,7 +91,12 @@ def _layers():
             "real",
             0,
         ),
-        "channel_coupling": (AffineCoupling(channel_mask(4, 1), ConvResNet(4, 8, 8, 1)), (4, 2, 2), "real", 0),
+        "channel_coupling": (
+            AffineCoupling(channel_mask(4, 1), ConvResNet(4, 8, 8, 1)),
+            (4, 2, 2),
+            "real",
+            0,
+        ),
         "conditional_coupling": (
             AffineCoupling(checkerboard_mask(4, 4, 0), ConvResNet(2 + 3, 4, 8, 1)),
             (2, 4, 4),
@@ -99,7 +104,9 @@ def _layers():
             3,
         ),
         "multiscale": (
-            MultiScale(Compose(Squeeze(), LULinear(8, dim=1, init="rotation")), Flatten((4, 2, 2)), (8, 2, 2)),
+            MultiScale(
+                Compose(Squeeze(), LULinear(8, dim=1, init="rotation")), Flatten((4, 2, 2)), (8, 2, 2)
+            ),
             (2, 4, 4),
             "real",
             0,
@@ -419,7 +426,9 @@ def test_class_conditional_image_density_is_a_generative_classifier(cls):
     assert samples.shape == (4, 8, 8) and samples.dtype == np.int64
     assert samples.min() >= 0 and samples.max() <= 16
     assert est.sample(3, y=["zero", "one", "two"], random_state=0).shape == (3, 8, 8)
-    np.testing.assert_array_equal(est.sample(3, y="one", random_state=0), est.sample(3, y="one", random_state=0))
+    np.testing.assert_array_equal(
+        est.sample(3, y="one", random_state=0), est.sample(3, y="one", random_state=0)
+    )
     with pytest.raises(ValueError, match="not seen"):
         est.sample(2, y="three")
 

@@ -1,6 +1,5 @@
 """TarFlow: the transformer flow pieces (skflow.transforms.tarflow) and TarFlowDensity."""
 
-import math
 import pickle
 
 import numpy as np
@@ -38,7 +37,9 @@ def _randomise(module, std=0.3, seed=0):
 
 def _block(reverse=False, context_features=0):
     torch.manual_seed(0)
-    block = TarFlowBlock(5, 3, channels=8, n_layers=2, n_heads=2, context_features=context_features, reverse=reverse)
+    block = TarFlowBlock(
+        5, 3, channels=8, n_layers=2, n_heads=2, context_features=context_features, reverse=reverse
+    )
     return _randomise(block)
 
 
@@ -105,12 +106,16 @@ def test_block_token_parameters_ignore_own_token():
 def test_block_without_context_uses_the_null_class():
     block = _block(context_features=3)
     x = torch.randn(4, 5, 3, dtype=torch.float64)
-    torch.testing.assert_close(block(x)[0], block(x, torch.zeros(4, 3, dtype=torch.float64))[0], rtol=0, atol=0)
+    torch.testing.assert_close(
+        block(x)[0], block(x, torch.zeros(4, 3, dtype=torch.float64))[0], rtol=0, atol=0
+    )
     assert not torch.allclose(block(x)[0], block(x, _one_hot([0, 1, 2, 0], 3))[0])
 
 
 def test_fresh_transform_is_a_rearrangement():
-    transform = tarflow(12, image_shape=(3, 2, 2), patch_size=1, channels=8, n_blocks=3, n_layers=1, n_heads=2)
+    transform = tarflow(
+        12, image_shape=(3, 2, 2), patch_size=1, channels=8, n_blocks=3, n_layers=1, n_heads=2
+    )
     x = torch.randn(6, 12)
     z, ladj = transform(x)
     assert z.shape == (6, 4, 3)  # 4 pixel tokens of 3 channels
@@ -119,7 +124,9 @@ def test_fresh_transform_is_a_rearrangement():
 
 
 def test_fresh_transform_with_mixing_is_the_identity():
-    transform = tarflow(16, image_shape=(1, 4, 4), patch_size=2, channels=8, n_blocks=2, n_heads=2, mixing=True)
+    transform = tarflow(
+        16, image_shape=(1, 4, 4), patch_size=2, channels=8, n_blocks=2, n_heads=2, mixing=True
+    )
     assert sum(isinstance(m, LULinear) for m in transform.transforms) == 2  # one before every block
     x = torch.randn(5, 16)
     z, ladj = transform(x)
@@ -336,7 +343,9 @@ def _pixels_and_blocks(estimator):
 def test_tabular_density_integrates_to_one():
     rng = np.random.default_rng(0)
     X = rng.normal(size=(400, 2)) @ np.array([[1.0, 0.6], [0.0, 0.5]]) + [2.0, -1.0]
-    flow = TarFlowDensity(n_blocks=2, n_layers=1, channels=16, n_heads=2, max_epochs=30, random_state=0).fit(X)
+    flow = TarFlowDensity(n_blocks=2, n_layers=1, channels=16, n_heads=2, max_epochs=30, random_state=0).fit(
+        X
+    )
     grid = np.linspace(-8, 10, 301)
     xx, yy = np.meshgrid(grid, grid - 2)
     density = np.exp(flow.score_samples(np.c_[xx.ravel(), yy.ravel()]))
@@ -373,8 +382,15 @@ def test_discrete_bound_bookkeeping(extra):
             s, ladj_pixels = np.log(p / (1 - p)), np.sum(np.log(0.9 / (p * (1 - p))), axis=1)
         with torch.no_grad():
             z, ladj = blocks(torch.as_tensor(s, dtype=torch.float32))
-            direct = module(torch.as_tensor(grid, dtype=torch.float32), noise=torch.as_tensor(u, dtype=torch.float32))
-        manual = norm.logpdf(z.double().numpy()).sum(axis=(1, 2)) + ladj.double().numpy() + ladj_pixels - 2 * np.log(4)
+            direct = module(
+                torch.as_tensor(grid, dtype=torch.float32), noise=torch.as_tensor(u, dtype=torch.float32)
+            )
+        manual = (
+            norm.logpdf(z.double().numpy()).sum(axis=(1, 2))
+            + ladj.double().numpy()
+            + ladj_pixels
+            - 2 * np.log(4)
+        )
         np.testing.assert_allclose(direct.double().numpy(), manual, rtol=1e-5)
         draws.append(manual)
     expected = logsumexp(draws, axis=0) - np.log(3)
@@ -433,7 +449,9 @@ def test_conditional_tabular_classifier():
     y = rng.integers(0, 2, size=300)
     X = rng.normal(size=(300, 2)) + np.where(y[:, None] == 1, 3.0, -3.0)
     labels = np.array(["neg", "pos"])[y]
-    flow = TarFlowDensity(n_blocks=2, n_layers=1, channels=16, n_heads=2, max_epochs=20, batch_size=32, random_state=0)
+    flow = TarFlowDensity(
+        n_blocks=2, n_layers=1, channels=16, n_heads=2, max_epochs=20, batch_size=32, random_state=0
+    )
     flow.fit(X, labels)
     np.testing.assert_array_equal(flow.classes_, ["neg", "pos"])
     assert np.mean(flow.predict(X) == labels) > 0.95
@@ -533,7 +551,9 @@ def test_pickle_round_trip(conditional, digits):
     clone = pickle.loads(pickle.dumps(conditional))
     np.testing.assert_array_equal(clone.score_samples(X[:5]), conditional.score_samples(X[:5]))
     np.testing.assert_array_equal(clone.predict(X[:5]), conditional.predict(X[:5]))
-    np.testing.assert_array_equal(clone.sample(3, y=2, random_state=0), conditional.sample(3, y=2, random_state=0))
+    np.testing.assert_array_equal(
+        clone.sample(3, y=2, random_state=0), conditional.sample(3, y=2, random_state=0)
+    )
 
 
 def test_continuous_images_are_scaled_globally():
