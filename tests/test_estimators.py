@@ -1,5 +1,11 @@
-"""The estimators behave as a scikit-learn user expects."""
+"""The tabular estimators behave as a scikit-learn user expects.
 
+The shared tests run on every tabular density (MADE, MAF, IAF, NSF, RealNVP with affine and
+spline couplings); the tests of one mechanism (early stopping, dequantization, point masses,
+the tail guard, ...) run on MAF and on NSF.
+"""
+
+import copy
 import pickle
 
 import joblib
@@ -8,24 +14,55 @@ import pandas as pd
 import pytest
 import scipy.sparse as sp
 import torch
+from scipy.special import logsumexp, softmax
+from scipy.stats import norm
+from skorch.callbacks import Callback, ProgressBar
 from sklearn.base import clone
-from sklearn.datasets import load_wine
+from sklearn.datasets import load_iris, load_wine
 from sklearn.exceptions import NotFittedError
 from sklearn.model_selection import GridSearchCV
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import FunctionTransformer
 
-import skflow._preprocessing
 import skflow.base
-from skflow import MADEDensity, MAFDensity, RealNVPDensity
-from skflow._training import BatchIterator, TensorDataset
-from skflow.base import FlowDensity
+from skflow import IAFDensity, MADEDensity, MAFDensity, NSFDensity, RealNVPDensity
+from skflow.base import FlowDensity, resolve_device
+from skflow.data import Standardizer
 from skflow.distributions import StandardNormal
 from skflow.flows import Flow
+from skflow.training import BatchIterator, TensorDataset
 from skflow.transforms import Compose, Transform
 
 FAST = dict(max_epochs=5, hidden_features=(16,))
-ALL = [MADEDensity, MAFDensity, RealNVPDensity]
+
+#: Every tabular density, with small settings: (id, class, extra parameters).
+CONFIGS = {
+    "made": (MADEDensity, {}),
+    "maf": (MAFDensity, dict(n_transforms=2)),
+    "iaf": (IAFDensity, dict(n_transforms=2)),
+    "nsf": (NSFDensity, dict(n_transforms=2)),
+    "realnvp": (RealNVPDensity, dict(n_transforms=2)),
+    "realnvp_spline": (RealNVPDensity, dict(n_transforms=2, coupling_map="spline")),
+}
+ALL = list(CONFIGS)
+#: The densities whose mechanisms (integer columns, point masses, ...) are tested in depth.
+MAF_NSF = ["maf", "nsf"]
+#: Class-conditional densities tested on iris.
+CONDITIONAL = ["made", "maf", "nsf", "realnvp", "realnvp_spline"]
+
+
+def make(name, **params):
+    cls, extra = CONFIGS[name]
+    return cls(**{**extra, **params})
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_torch_thread():
+    """Tiny models train several times faster on one thread (no OpenMP contention)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
@@ -33,9 +70,15 @@ def wine():
     return load_wine().data
 
 
-@pytest.mark.parametrize("cls", ALL)
-def test_fit_score_sample_shapes_and_types(cls, wine):
-    est = cls(**FAST, random_state=0)
+@pytest.fixture(scope="module")
+def iris():
+    return load_iris(return_X_y=True)
+
+
+# --------------------------------------------------------------- shared tests
+@pytest.mark.parametrize("name", ALL)
+def test_fit_score_sample_shapes_and_types(name, wine):
+    est = make(name, **FAST, random_state=0)
     assert est.fit(wine) is est
     scores = est.score_samples(wine)
     assert scores.shape == (len(wine),) and scores.dtype == np.float64 and np.all(np.isfinite(scores))
@@ -45,30 +88,27 @@ def test_fit_score_sample_shapes_and_types(cls, wine):
     assert est.sample().shape == (1, wine.shape[1])
     assert est.n_features_in_ == wine.shape[1]
     assert est.n_iter_ == len(est.history_) <= 5
+    assert est.classes_ is None and est.class_prior_ is None and est.layout_ is None
+    # fitted without labels, the density is not a classifier
+    assert not hasattr(est, "predict") and not hasattr(est, "predict_proba")
+    with pytest.raises(ValueError, match="without class labels"):
+        est.sample(3, y=0)
 
 
-@pytest.mark.parametrize("cls", ALL)
-def test_same_random_state_gives_identical_results(cls, wine):
-    a = cls(**FAST, random_state=3).fit(wine)
-    b = cls(**FAST, random_state=3).fit(wine)
-    c = cls(**FAST, random_state=4).fit(wine)
+@pytest.mark.parametrize("name", ALL)
+def test_same_random_state_gives_identical_results(name, wine):
+    a = make(name, **FAST, random_state=3).fit(wine)
+    b = make(name, **FAST, random_state=3).fit(wine)
+    c = make(name, **FAST, random_state=4).fit(wine)
     np.testing.assert_array_equal(a.score_samples(wine), b.score_samples(wine))
     np.testing.assert_array_equal(a.sample(5, random_state=0), b.sample(5, random_state=0))
     assert not np.array_equal(a.score_samples(wine), c.score_samples(wine))
     assert not np.array_equal(a.sample(5, random_state=0), a.sample(5, random_state=1))
 
 
-def test_fit_leaves_global_torch_rng_alone(wine):
-    torch.manual_seed(123)
-    expected = torch.rand(3)
-    torch.manual_seed(123)
-    MAFDensity(**FAST, random_state=0).fit(wine)
-    torch.testing.assert_close(torch.rand(3), expected)
-
-
-@pytest.mark.parametrize("cls", ALL)
-def test_pickle_and_joblib_round_trips(cls, wine, tmp_path):
-    est = cls(**FAST, random_state=0).fit(wine)
+@pytest.mark.parametrize("name", ALL)
+def test_pickle_and_joblib_round_trips(name, wine, tmp_path):
+    est = make(name, **FAST, random_state=0).fit(wine)
     expected = est.score_samples(wine)
     restored = pickle.loads(pickle.dumps(est))
     np.testing.assert_array_equal(restored.score_samples(wine), expected)
@@ -77,31 +117,61 @@ def test_pickle_and_joblib_round_trips(cls, wine, tmp_path):
     np.testing.assert_array_equal(restored.sample(3, random_state=0), est.sample(3, random_state=0))
 
 
-def test_clone_pipeline_and_grid_search(wine):
-    est = MAFDensity(n_transforms=1, max_epochs=5, hidden_features=(8,), random_state=0)
-    assert clone(est).get_params() == est.get_params()
-    pipe = make_pipeline(FunctionTransformer(np.log1p), est)
-    pipe.fit(wine)
-    assert np.isfinite(pipe.score(wine))
-    search = GridSearchCV(est, {"n_transforms": [1, 2], "lr": [1e-3, 3e-3]}, cv=2, n_jobs=2).fit(wine)
-    assert search.best_params_["n_transforms"] in (1, 2)
-    assert np.isfinite(search.best_score_)
-    means = search.cv_results_["mean_test_score"]
-    assert search.best_score_ == pytest.approx(np.max(means))
-
-
-def test_pandas_in_and_out(wine):
+@pytest.mark.parametrize("name", ALL)
+def test_pandas_in_and_out(name, wine):
     names = [f"f{i}" for i in range(wine.shape[1])]
     df = pd.DataFrame(wine, columns=names)
-    est = RealNVPDensity(**FAST, random_state=0).fit(df)
+    est = make(name, **FAST, random_state=0).fit(df)
     np.testing.assert_array_equal(est.feature_names_in_, names)
     samples = est.sample(4, random_state=0)
     assert isinstance(samples, pd.DataFrame) and list(samples.columns) == names
+    np.testing.assert_array_equal(samples.to_numpy(), make(name, **FAST, random_state=0).fit(wine).sample(4, random_state=0))
     np.testing.assert_array_equal(est.score_samples(df), est.score_samples(wine))
     with pytest.warns(UserWarning, match="feature names"):
         est.score_samples(wine)
     with pytest.raises(ValueError, match="feature names"):
         est.score_samples(df[names[::-1]])
+
+
+@pytest.mark.parametrize("name", ALL)
+@pytest.mark.parametrize("scale", [1e-8, 1e8])
+def test_scaling_x_by_c_shifts_log_density_by_minus_d_log_c(name, scale, wine):
+    X = wine[:, :4]
+    # One batch per epoch: over many steps Adam amplifies the float32 rounding of the standardised data.
+    params = dict(FAST, batch_size=256, random_state=0)
+    base = make(name, **params).fit(X)
+    scaled = make(name, **params).fit(X * scale)
+    shifted = base.score_samples(X) - 4 * np.log(scale)
+    np.testing.assert_allclose(scaled.score_samples(X * scale), shifted, rtol=1e-6)
+    np.testing.assert_allclose(scaled.sample(5, random_state=0), scale * base.sample(5, random_state=0), rtol=1e-5)
+
+
+def _trapezoid_1d(est, grid):
+    return np.trapezoid(np.exp(est.score_samples(grid[:, None])), grid)
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_one_dimensional_density_integrates_to_one(name):
+    rng = np.random.default_rng(0)
+    X = np.r_[rng.normal(-2.0, 0.5, 300), rng.normal(1.0, 1.0, 300)][:, None] * 10 + 50
+    est = make(name, hidden_features=(16,), max_epochs=15, batch_size=128, random_state=0).fit(X)
+    grid = np.linspace(X.min() - 60, X.max() + 60, 6001)  # about 20 standard deviations of X
+    assert _trapezoid_1d(est, grid) == pytest.approx(1.0, abs=2e-3)
+    # the density learnt something: higher at the data than the standard normal in the same units
+    assert est.score(X) > norm.logpdf((X - X.mean()) / X.std()).mean() - np.log(X.std())
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_two_dimensional_density_integrates_to_one(name):
+    rng = np.random.default_rng(1)
+    x1 = rng.normal(size=600)
+    X = np.c_[x1, 0.5 * x1**2 + 0.3 * rng.normal(size=600)]  # a banana
+    est = make(name, hidden_features=(16,), max_epochs=15, batch_size=128, random_state=0).fit(X)
+    t1 = np.linspace(-12, 12, 481)
+    t2 = np.linspace(-10, 14, 481)
+    g1, g2 = np.meshgrid(t1, t2, indexing="ij")
+    density = np.exp(est.score_samples(np.c_[g1.ravel(), g2.ravel()])).reshape(g1.shape)
+    assert np.trapezoid(np.trapezoid(density, t2, axis=1), t1) == pytest.approx(1.0, abs=0.01)
 
 
 @pytest.mark.parametrize(
@@ -116,95 +186,289 @@ def test_pandas_in_and_out(wine):
         (np.zeros((0, 3)), "0 sample"),
         (np.ones((1, 3)), "1 sample"),
     ],
+    ids=["nan", "inf", "strings", "sparse", "1d", "3d", "empty", "one_row"],
 )
-def test_bad_input_raises_clear_errors(bad, message):
+@pytest.mark.parametrize("name", ALL)
+def test_bad_input_raises_clear_errors(name, bad, message):
     # scikit-learn's convention: ValueError, and TypeError for sparse input
     with pytest.raises((ValueError, TypeError), match=message):
-        MAFDensity(**FAST).fit(bad)
+        make(name, **FAST).fit(bad)
 
 
-def test_bad_input_at_score_time(wine):
-    est = MAFDensity(**FAST, random_state=0).fit(wine)
+@pytest.mark.parametrize("name", ALL)
+def test_bad_input_at_score_time(name, wine):
+    est = make(name, **FAST, random_state=0).fit(wine)
     with pytest.raises(ValueError, match="features"):
         est.score_samples(wine[:, :5])
     with pytest.raises(ValueError, match="NaN"):
         est.score_samples(np.where(wine > 100, np.nan, wine))
-    with pytest.raises(ValueError):
-        est.sample(0)
+    with pytest.raises(ValueError, match="infinity"):
+        est.score_samples(np.where(wine > 100, np.inf, wine))
+    with pytest.raises(ValueError, match="could not convert|dtype"):
+        est.score_samples(np.full(wine.shape, "a", dtype=object))
+    with pytest.raises(TypeError, match="[Ss]parse"):
+        est.score_samples(sp.csr_matrix(wine))
+    for n in (0, -1, 2.5):
+        with pytest.raises(ValueError, match="n_samples"):
+            est.sample(n)
 
 
 @pytest.mark.parametrize("method", ["score_samples", "score", "sample"])
-def test_calls_before_fit(method, wine):
+@pytest.mark.parametrize("name", ALL)
+def test_calls_before_fit(name, method, wine):
     with pytest.raises(NotFittedError):
-        getattr(MAFDensity(), method)(*(() if method == "sample" else (wine,)))
+        getattr(make(name), method)(*(() if method == "sample" else (wine,)))
+    assert not hasattr(make(name), "predict_proba")  # available only once fitted with labels
+
+
+COMMON_INVALID = [
+    dict(lr=-1.0),
+    dict(lr=0),
+    dict(hidden_features=(0, 8)),
+    dict(hidden_features=()),
+    dict(hidden_features=64),
+    dict(device="tpu"),
+    dict(device=3),
+    dict(validation_fraction=1.0),
+    dict(batch_size=0),
+    dict(max_epochs=0),
+    dict(dequantize="sometimes"),
+    dict(patience=0),
+    dict(point_mass_noise=-0.1),
+    dict(weight_decay=-1.0),
+    dict(lr_schedule="linear"),
+    dict(callbacks=ProgressBar()),  # a callback, not a list of them
+]
+SPECIFIC_INVALID = [
+    ("made", dict(n_components=0)),
+    ("made", dict(order="backwards")),
+    ("maf", dict(n_transforms=0)),
+    ("maf", dict(base="student")),
+    ("maf", dict(n_components=0)),
+    ("iaf", dict(n_transforms=0)),
+    ("nsf", dict(n_transforms=0)),
+    ("nsf", dict(spline_bins=1)),
+    ("nsf", dict(spline_bound=0.0)),
+    ("nsf", dict(base="student")),
+    ("realnvp", dict(coupling_map="quadratic")),
+    ("realnvp", dict(n_transforms=0)),
+]
 
 
 @pytest.mark.parametrize(
-    "params",
-    [
-        dict(n_transforms=0),
-        dict(lr=-1.0),
-        dict(lr=0),
-        dict(hidden_features=(0, 8)),
-        dict(hidden_features=()),
-        dict(hidden_features=64),
-        dict(device="tpu"),
-        dict(validation_fraction=1.0),
-        dict(base="student"),
-        dict(batch_size=0),
-        dict(dequantize="sometimes"),
-        dict(patience=0),
-        dict(point_mass_noise=-0.1),
-    ],
+    "name, params",
+    [(name, p) for name in ALL for p in COMMON_INVALID] + SPECIFIC_INVALID,
+    ids=lambda v: v if isinstance(v, str) else "-".join(f"{k}={v[k]}" for k in v),
 )
-def test_invalid_hyperparameters_raise_at_fit(params, wine):
-    est = MAFDensity(**params)  # __init__ never validates
+def test_invalid_hyperparameters_raise_at_fit(name, params, wine):
+    est = make(name, **params)  # __init__ never validates
     with pytest.raises(ValueError):
         est.fit(wine)
 
 
-def test_early_stopping_and_history(wine):
-    stopped = MADEDensity(hidden_features=(32, 32), max_epochs=500, patience=3, random_state=0).fit(wine)
+def test_a_non_callback_in_callbacks_is_a_type_error(wine):
+    with pytest.raises(TypeError, match="skorch callbacks"):
+        MAFDensity(**FAST, callbacks=["progress"]).fit(wine)
+
+
+@pytest.mark.parametrize("name", MAF_NSF)
+def test_fit_leaves_global_torch_rng_alone(name, wine):
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    make(name, **FAST, random_state=0).fit(wine)
+    torch.testing.assert_close(torch.rand(3), expected)
+
+
+@pytest.mark.parametrize("name", MAF_NSF)
+def test_clone_pipeline_and_grid_search(name, wine):
+    est = make(name, max_epochs=5, hidden_features=(8,), random_state=0)
+    assert clone(est).get_params() == est.get_params()
+    pipe = make_pipeline(FunctionTransformer(np.log1p), est)
+    pipe.fit(wine)
+    assert np.isfinite(pipe.score(wine))
+    search = GridSearchCV(est, {"n_transforms": [1, 2], "lr": [1e-3, 3e-3]}, cv=2, n_jobs=2).fit(wine)
+    assert search.best_params_["n_transforms"] in (1, 2)
+    assert np.isfinite(search.best_score_)
+    means = search.cv_results_["mean_test_score"]
+    assert search.best_score_ == pytest.approx(np.max(means))
+
+
+# ----------------------------------------------------- class-conditional fits
+def _log_p_given_class(est, X, c):
+    """``log p(x | c)`` in X's units from the fitted torch module in float64, the tail guard included."""
+    module = copy.deepcopy(est.net_.module_).double().eval()
+    Z = est.standardizer_.transform(X)
+    context = np.zeros((len(X), len(est.classes_)))
+    context[:, c] = 1.0
+    with torch.no_grad():
+        log_flow = module(torch.as_tensor(Z), torch.as_tensor(context)).numpy()
+    w, s = skflow.base.TAIL_WEIGHT, skflow.base.TAIL_SCALE
+    log_wide = norm.logpdf(Z, scale=s).sum(axis=1)
+    return np.logaddexp(np.log1p(-w) + log_flow, np.log(w) + log_wide) + est.standardizer_.log_det_
+
+
+@pytest.fixture(scope="module", params=CONDITIONAL)
+def conditional(request, iris):
+    X, y = iris
+    labels = np.array(["setosa", "versicolor", "virginica"])[y]
+    est = make(request.param, hidden_features=(16,), max_epochs=30, random_state=0).fit(X, labels)
+    return est, X, labels
+
+
+def test_conditional_scores_are_the_mixture_over_classes(conditional):
+    est, X, labels = conditional
+    np.testing.assert_array_equal(est.classes_, ["setosa", "versicolor", "virginica"])
+    np.testing.assert_allclose(est.class_prior_, [1 / 3] * 3)
+    joint = np.stack([_log_p_given_class(est, X, c) for c in range(3)], axis=1) + np.log(est.class_prior_)
+    # the classes condition the flow: p(x | c) differs between classes
+    assert np.all(np.ptp(joint, axis=1) > 1e-3)
+    scores = est.score_samples(X)
+    np.testing.assert_allclose(scores, logsumexp(joint, axis=1), rtol=1e-5, atol=1e-4)
+    proba = est.predict_proba(X)
+    assert proba.shape == (len(X), 3)
+    np.testing.assert_allclose(proba.sum(axis=1), 1.0)
+    np.testing.assert_allclose(proba, softmax(joint, axis=1), atol=1e-5)
+    # Bayes' rule: log p(c | x) + log p(x) = log pi_c + log p(x | c)
+    np.testing.assert_allclose(np.log(proba) + scores[:, None], joint, rtol=1e-5, atol=1e-4)
+    np.testing.assert_array_equal(est.predict(X), est.classes_[np.argmax(proba, axis=1)])
+    assert est.score(X) == pytest.approx(scores.mean())
+
+
+def test_conditional_predict_is_better_than_chance(conditional):
+    est, X, labels = conditional
+    assert np.mean(est.predict(X) == labels) > 0.7  # chance is 1/3
+
+
+def test_conditional_sampling_draws_the_given_class(conditional):
+    est, X, labels = conditional
+    setosa = est.sample(200, random_state=0, y="setosa")
+    assert setosa.shape == (200, 4)
+    # setosa is well separated: its samples are classified as setosa and lie near its rows
+    assert np.mean(est.predict(setosa) == "setosa") > 0.9
+    assert np.abs(np.median(setosa, axis=0) - np.median(X[labels == "setosa"], axis=0)).max() < 0.5
+    mixed = est.sample(6, random_state=0, y=["setosa", "virginica"] * 3)
+    assert mixed.shape == (6, 4)
+    assert est.sample(5, random_state=0).shape == (5, 4)  # classes drawn from the prior
+    with pytest.raises(ValueError, match="not seen in fit"):
+        est.sample(3, y="rosa")
+    with pytest.raises(ValueError, match="not seen in fit"):
+        est.sample(2, y=["setosa", "rosa"])
+
+
+@pytest.mark.parametrize("name", ["maf", "nsf"])
+def test_labels_must_be_classes(name, iris):
+    X, y = iris
+    with pytest.raises(ValueError, match="class labels"):
+        make(name, **FAST).fit(X, X[:, 0] + 0.123)  # continuous y
+    with pytest.raises(ValueError, match="samples"):
+        make(name, **FAST).fit(X, y[:-1])
+
+
+# ------------------------------------------------------- training machinery
+class EpochCounter(Callback):
+    def initialize(self):
+        self.epochs = 0
+        return self
+
+    def on_epoch_end(self, net, **kwargs):
+        self.epochs += 1
+
+
+@pytest.mark.parametrize("name", MAF_NSF)
+def test_user_callbacks_are_called(name, wine, capsys):
+    counter = EpochCounter()
+    est = make(name, **FAST, callbacks=[counter, ("progress", ProgressBar())], random_state=0).fit(wine)
+    assert counter.epochs == est.n_iter_ == 5
+    assert est.net_.callbacks_  # skflow's callbacks and the user's, named
+    names = dict(est.net_.callbacks_)
+    assert "progress" in names and "divergence_guard" in names and "early_stopping" in names
+
+
+@pytest.mark.parametrize("name", MAF_NSF)
+def test_cosine_schedule_decays_the_learning_rate(name, wine):
+    lr, epochs = 3e-3, 6
+    est = make(name, **dict(FAST, max_epochs=epochs), lr=lr, lr_schedule="cosine", validation_fraction=0.0, random_state=0)
+    est.fit(wine)
+    used = np.array(est.history_[:, "event_lr"])
+    np.testing.assert_allclose(used, lr * (1 + np.cos(np.pi * np.arange(epochs) / epochs)) / 2, rtol=1e-9)
+    assert est.net_.optimizer_.param_groups[0]["lr"] == pytest.approx(0.0, abs=1e-12)
+    constant = make(name, **dict(FAST, max_epochs=epochs), lr=lr, validation_fraction=0.0, random_state=0).fit(wine)
+    assert constant.net_.optimizer_.param_groups[0]["lr"] == lr
+
+
+def test_device_that_is_not_there_is_an_error_at_fit(wine):
+    est = MAFDensity(**FAST, device="cuda:3")
+    if torch.cuda.device_count() > 3:
+        pytest.skip("this machine has a cuda:3")
+    with pytest.raises(ValueError, match="not available"):
+        est.fit(wine)
+    with pytest.raises(ValueError, match="not available"):
+        resolve_device("cuda:3")
+
+
+def test_device_may_be_a_torch_device(wine):
+    est = MAFDensity(**FAST, device=torch.device("cpu"), random_state=0).fit(wine)
+    assert est._device() == torch.device("cpu")
+    reference = MAFDensity(**FAST, device="cpu", random_state=0).fit(wine)
+    np.testing.assert_array_equal(est.score_samples(wine), reference.score_samples(wine))
+    assert clone(est).device == torch.device("cpu")
+
+
+def test_device_auto_resolves_to_available_device():
+    assert resolve_device("auto") == torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    assert resolve_device("cpu") == torch.device("cpu")
+    assert resolve_device(torch.device("cpu")) == torch.device("cpu")
+    with pytest.raises(ValueError):
+        resolve_device("tpu")
+
+
+@pytest.mark.parametrize("name", ["made", "nsf"])
+def test_early_stopping_and_history(name, wine):
+    patience = 3
+    stopped = make(name, hidden_features=(32, 32), max_epochs=500, patience=patience, random_state=0).fit(wine)
     assert stopped.n_iter_ < 500
     valid = np.array(stopped.history_[:, "valid_loss"])
     # the best weights are restored: the final model scores the best validation epoch
-    assert np.argmin(valid) == len(valid) - 1 - 3
-    full = MADEDensity(max_epochs=7, validation_fraction=0.0, random_state=0).fit(wine)
+    assert np.argmin(valid) == len(valid) - 1 - patience
+    full = make(name, hidden_features=(16,), max_epochs=7, validation_fraction=0.0, random_state=0).fit(wine)
     assert full.n_iter_ == 7 and "valid_loss" not in full.history_[-1]
 
 
-def test_verbose_prints_a_progress_table(wine, capsys):
-    MAFDensity(**FAST, verbose=1, random_state=0).fit(wine)
+@pytest.mark.parametrize("name", MAF_NSF)
+def test_verbose_prints_a_progress_table(name, wine, capsys):
+    make(name, **FAST, verbose=1, random_state=0).fit(wine)
     out = capsys.readouterr().out
     assert "train_loss" in out and "valid_loss" in out
 
 
-def test_integer_columns_are_dequantized_and_sampled_as_integers():
+@pytest.mark.parametrize("name", MAF_NSF)
+def test_integer_columns_are_dequantized_and_sampled_as_integers(name):
     rng = np.random.default_rng(0)
     X = np.c_[rng.poisson(3, 800), rng.normal(size=800), rng.integers(0, 2, 800)].astype(float)
-    est = MAFDensity(n_transforms=2, hidden_features=(32, 32), max_epochs=30, random_state=0).fit(X)
+    est = make(name, hidden_features=(32, 32), max_epochs=30, random_state=0).fit(X)
     np.testing.assert_array_equal(est.standardizer_.integer_, [True, False, True])
     samples = est.sample(500, random_state=0)
     assert np.all(samples[:, [0, 2]] == np.round(samples[:, [0, 2]]))
     assert set(np.unique(samples[:, 2])) <= {-1.0, 0.0, 1.0, 2.0}
     # the density over a dequantized column's unit cell is a probability: sums over the
-    # integers of the binary column give about one (the density cannot spike on integers)
-    cells = np.array([[3.0, 0.0, b] for b in (0.0, 1.0)])
+    # integers of the binary column give about P(x0 = 3) (the density cannot spike on integers)
     grid = np.linspace(-6, 6, 2001)
     mass = sum(
         np.trapezoid(np.exp(est.score_samples(np.c_[np.full_like(grid, 3.0), grid, np.full_like(grid, b)])), grid)
-        for b in cells[:, 2]
+        for b in (0.0, 1.0)
     )
     p3 = np.mean(X[:, 0] == 3)
     assert 0.5 * p3 < mass < 1.5 * p3
-    off = MAFDensity(n_transforms=2, max_epochs=3, dequantize=False, random_state=0).fit(X)
+    off = make(name, max_epochs=3, dequantize=False, random_state=0).fit(X)
     assert not off.standardizer_.integer_.any()
 
 
-def test_constant_columns_are_harmless():
+@pytest.mark.parametrize("name", MAF_NSF)
+def test_constant_columns_are_harmless(name):
     rng = np.random.default_rng(0)
     X = np.c_[rng.normal(size=300), np.full(300, 7.25), np.full(300, 3.0)]
-    est = MAFDensity(n_transforms=2, max_epochs=10, random_state=0).fit(X)
+    est = make(name, max_epochs=10, random_state=0).fit(X)
     scores = est.score_samples(X)
     assert np.all(np.isfinite(scores))
     samples = est.sample(50, random_state=0)
@@ -215,22 +479,11 @@ def test_constant_columns_are_harmless():
     assert np.all(est.score_samples(moved) < scores)
 
 
-@pytest.mark.parametrize("scale", [1e-8, 1e8])
-def test_huge_and_tiny_scales(scale, wine):
-    X = wine[:, :4]
-    # One batch per epoch: over many steps Adam amplifies the float32 rounding of the standardised data.
-    params = dict(FAST, batch_size=256)
-    base = MAFDensity(**params, random_state=0).fit(X)
-    scaled = MAFDensity(**params, random_state=0).fit(X * scale)
-    shifted = base.score_samples(X) - 4 * np.log(scale)
-    np.testing.assert_allclose(scaled.score_samples(X * scale), shifted, rtol=1e-6)
-
-
-@pytest.mark.parametrize("cls", ALL)
-def test_heavy_tails_and_unseen_extremes_get_sensible_log_densities(cls):
+@pytest.mark.parametrize("name", ALL)
+def test_heavy_tails_and_unseen_extremes_get_sensible_log_densities(name):
     rng = np.random.default_rng(0)
     X = np.c_[rng.standard_t(1.5, 2000), rng.normal(size=2000), rng.lognormal(0, 1, 2000)]
-    est = cls(hidden_features=(32, 32), max_epochs=25, random_state=0).fit(X)
+    est = make(name, hidden_features=(32, 32), max_epochs=25, random_state=0).fit(X)
     assert np.all(np.isfinite(est.score_samples(X)))
     # held-out rows far beyond the training range: finite, and lower the further out
     center = np.median(X, axis=0)
@@ -244,6 +497,7 @@ def test_heavy_tails_and_unseen_extremes_get_sensible_log_densities(cls):
     assert far_scores[-1] > -1e5
 
 
+# ----------------------------------------------------------- divergence guard
 class _Exploding(Transform):
     """A transform whose log-determinant turns NaN after ``after`` forward calls in training."""
 
@@ -252,14 +506,14 @@ class _Exploding(Transform):
         self.weight = torch.nn.Parameter(torch.zeros(1))
         self.calls, self.after, self.forever = 0, after, forever
 
-    def forward(self, x):
+    def forward(self, x, context=None):
         if self.training:
             self.calls += 1
         bad = self.training and self.calls > self.after and (self.forever or self.calls <= self.after + 2)
         ladj = (self.weight * 0 + (float("nan") if bad else 0.0)).expand(x.shape[0])
         return x * torch.exp(self.weight), ladj + self.weight * x.shape[1]
 
-    def inverse(self, z):
+    def inverse(self, z, context=None):
         return z * torch.exp(-self.weight), (-self.weight * z.shape[1]).expand(z.shape[0])
 
 
@@ -274,44 +528,60 @@ class _ExplodingDensity(FlowDensity):
         self.batch_size = 32
         self.lr = 1e-2
         self.weight_decay = 0.0
+        self.lr_schedule = "constant"
         self.validation_fraction = 0.2
         self.patience = 50
+        self.callbacks = None
         self.dequantize = "auto"
         self.device = "cpu"
         self.verbose = 0
 
-    def _build_flow(self, n_features):
+    def _build_flow(self, n_features, context_features):
         return Flow(Compose(_Exploding(after=5, forever=self.forever)), StandardNormal(n_features))
 
 
 def test_divergence_is_recovered_from_or_reported(wine):
     recovered = _ExplodingDensity(forever=False).fit(wine)
     assert np.all(np.isfinite(recovered.score_samples(wine)))
-    assert recovered.net_.optimizer_.param_groups[0]["lr"] < 1e-2  # the learning rate was halved
+    assert recovered.net_.optimizer_.param_groups[0]["lr"] == pytest.approx(0.5e-2)  # halved once
+    assert recovered.n_iter_ == 20
     with pytest.raises(FloatingPointError, match="smaller `lr`"):
         _ExplodingDensity(forever=True).fit(wine)
 
 
-def test_scoring_and_sampling_run_in_batches(wine, monkeypatch):
-    est = MAFDensity(**FAST, random_state=0).fit(wine)
+def test_a_diverging_learning_rate_is_survived_or_reported(wine):
+    """A real flow at an absurd learning rate: a finite model, or a FloatingPointError with advice."""
+    try:
+        est = MAFDensity(**FAST, lr=1e3, random_state=0).fit(wine)
+    except FloatingPointError as error:
+        assert "smaller `lr`" in str(error)
+    else:
+        assert np.all(np.isfinite(est.score_samples(wine)))
+
+
+# ------------------------------------------------------ scoring in batches
+@pytest.mark.parametrize("name", MAF_NSF)
+def test_scoring_and_sampling_run_in_batches(name, wine, monkeypatch):
+    est = make(name, **FAST, random_state=0).fit(wine)
     expected = est.score_samples(wine)
     samples = est.sample(40, random_state=0)
-    monkeypatch.setattr(skflow.base, "INFERENCE_BATCH", 7)
+    calls = []
+    hook = est.net_.module_.register_forward_pre_hook(lambda module, args, kwargs: calls.append(1), with_kwargs=True)
+    monkeypatch.setattr(est, "_inference_batch", 7)
     np.testing.assert_allclose(est.score_samples(wine), expected, rtol=1e-6)
+    assert len(calls) == -(-len(wine) // 7)
+    hook.remove()
     assert est.sample(40, random_state=0).shape == samples.shape
 
 
-def test_device_auto_resolves_to_available_device():
-    assert skflow.base.resolve_device("auto") == ("cuda" if torch.cuda.is_available() else "cpu")
-    assert skflow.base.resolve_device("cpu") == "cpu"
-
-
-def test_tail_guard_bounds_unseen_values_of_a_near_constant_column():
+# ---------------------------------------------------- tail guard, point masses
+@pytest.mark.parametrize("name", MAF_NSF)
+def test_tail_guard_bounds_unseen_values_of_a_near_constant_column(name):
     # one column holds a single value in 99.5% of rows (as in ADBench's cardio); a held-out
     # value that no training row had, inside the training range, used to get about -1e6 nats
     rng = np.random.default_rng(0)
     X = np.c_[rng.normal(size=(2000, 2)), np.where(rng.random(2000) < 0.995, 0.5, rng.uniform(0, 30, 2000))]
-    est = MAFDensity(hidden_features=(32, 32), max_epochs=30, random_state=0).fit(X)
+    est = make(name, hidden_features=(32, 32), max_epochs=30, random_state=0).fit(X)
     unseen = np.array([[0.0, 0.0, 17.3], [1.0, -1.0, 0.5 + 1e-3]])
     scores = est.score_samples(unseen)
     z = est.standardizer_.transform(unseen)
@@ -339,19 +609,21 @@ def test_point_mass_columns_are_detected():
         np.where(rng.random(n) < 0.05, -1.0, rng.normal(size=n)),  # a 5% tie: below the threshold
         np.full(n, 2.0),  # constant: handled separately
     ]
-    standardizer = skflow._preprocessing.Standardizer().fit(X)
+    standardizer = Standardizer().fit(X)
     np.testing.assert_array_equal(standardizer.point_mass_, [False, True, False, False])
 
 
 def test_smoothing_noise_reaches_only_the_given_columns():
     dataset = TensorDataset(np.zeros((20000, 3)))
     batches = BatchIterator(dataset, batch_size=20000, shuffle=True, smoothing_std=[0.0, 0.5, 2.0], seed=0)
-    (X, _), = list(batches)
+    ((batch, _),) = list(batches)
+    X = batch["x"]
     np.testing.assert_array_equal(X[:, 0].numpy(), 0.0)
     np.testing.assert_allclose(X[:, 1:].std(dim=0).numpy(), [0.5, 2.0], rtol=0.03)
 
 
-def test_point_mass_noise_flattens_the_spike_of_a_repeated_value():
+@pytest.mark.parametrize("name", MAF_NSF)
+def test_point_mass_noise_flattens_the_spike_of_a_repeated_value(name):
     # 40% of the second column is exactly 0 (a missing-value code): the plain flow grows a spike
     # there, the smoothed one does not, while both keep the continuous part
     rng = np.random.default_rng(1)
@@ -360,8 +632,8 @@ def test_point_mass_noise_flattens_the_spike_of_a_repeated_value():
     at_mass, beside = np.array([[0.0, 0.0]]), np.array([[0.0, 0.3]])
     spikes = []
     for noise in (0.0, 0.4):
-        est = MAFDensity(
-            n_transforms=2, hidden_features=(32, 32), point_mass_noise=noise, max_epochs=40, random_state=0
+        est = make(
+            name, n_transforms=2, hidden_features=(32, 32), point_mass_noise=noise, max_epochs=40, random_state=0
         ).fit(X)
         spikes.append(float(est.score_samples(at_mass)[0] - est.score_samples(beside)[0]))
         assert est.standardizer_.point_mass_.tolist() == [False, True]

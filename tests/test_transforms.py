@@ -58,7 +58,7 @@ from skflow.transforms.image import (
     checkerboard_mask,
 )
 from skflow.transforms.splines import RationalQuadraticSpline
-from skflow.transforms.tarflow import Patchify, TarFlowBlock, tarflow
+from skflow.transforms.tarflow import Patchify, TarFlowBlock, guided, tarflow
 
 F64 = torch.float64
 D = 5  # features of tabular entries
@@ -482,6 +482,53 @@ def test_tarflow_block_is_causal_and_cache_free_inverse_agrees():
             uncached = block.inverse(z, contexts)
         for a, b in zip(cached, uncached):
             torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)
+
+
+def _token_affine_params(block, x, context):
+    """Shift and log-scale of every token at ``x``, read off the forward map (it is affine in token i)."""
+    mu, alpha = torch.empty_like(x), torch.empty_like(x)
+    z, _ = block(x, context)
+    for i in range(x.shape[1]):
+        moved = x.clone()
+        moved[:, i] += 1.0  # token i's parameters depend on the other tokens only
+        slope = block(moved, context)[0][:, i] - z[:, i]  # exp(-alpha_i)
+        alpha[:, i] = -torch.log(slope)
+        mu[:, i] = x[:, i] - z[:, i] / slope
+    return mu, alpha
+
+
+@pytest.mark.parametrize("reverse", [False, True])
+def test_tarflow_block_null_context_and_guidance(reverse):
+    torch.manual_seed(0)
+    block = _perturb(_tarflow_block(K, reverse).double(), 0).eval()
+    z = torch.randn(5, 3, 2, dtype=F64)
+    context = F.one_hot(torch.arange(5) % K, K).to(F64)
+    null = torch.zeros_like(context)
+    with torch.no_grad():
+        # no context is the null (all-zero) class
+        for a, b in zip(block(z, None), block(z, null)):
+            torch.testing.assert_close(a, b, rtol=0, atol=0)
+        plain = block.inverse(z, context)
+        w = 1.5
+        with guided(block, w):
+            assert block.guidance == w
+            x, ladj = block.inverse(z, context)
+        assert block.guidance == 0.0
+        torch.testing.assert_close(block.inverse(z, context)[0], plain[0], rtol=0, atol=0)
+        assert (x - plain[0]).abs().amax() > 1e-3
+        # guided parameters a + w (a - a_null) at the guided sample map it back to z
+        mu_c, alpha_c = _token_affine_params(block, x, context)
+        mu_n, alpha_n = _token_affine_params(block, x, null)
+        mu, alpha = mu_c + w * (mu_c - mu_n), alpha_c + w * (alpha_c - alpha_n)
+        torch.testing.assert_close((x - mu) * torch.exp(-alpha), z, rtol=1e-8, atol=1e-8)
+        torch.testing.assert_close(ladj, alpha.sum(dim=(1, 2)), rtol=1e-8, atol=1e-8)
+        block.use_cache = False
+        with guided(block, w):
+            torch.testing.assert_close(block.inverse(z, context)[0], x, rtol=1e-10, atol=1e-10)
+    with pytest.raises(RuntimeError), guided(block, 2.0):
+        raise RuntimeError
+    assert block.guidance == 0.0
+    assert all(m.cache is None for m in block.modules() if hasattr(m, "cache"))
 
 
 # --------------------------------------------------------------------------- dequantizers
