@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from skflow import MADEDensity, MAFDensity, RealNVPDensity
+from skflow import MADEDensity, MAFDensity, NSFDensity, RealNVPDensity
 
 ESTIMATORS = {
     "made_mog": lambda **kw: MADEDensity(n_components=4, hidden_features=(32, 32), **kw),
@@ -11,7 +11,9 @@ ESTIMATORS = {
     "maf_bn_mixture": lambda **kw: MAFDensity(
         n_transforms=2, hidden_features=(32,), batch_norm=True, base="mixture", n_components=3, **kw
     ),
-    "maf_made_mixture": lambda **kw: MAFDensity(n_transforms=2, hidden_features=(32,), base="made_mixture", **kw),
+    "maf_made_mixture": lambda **kw: MAFDensity(
+        n_transforms=2, hidden_features=(32,), base="made_mixture", **kw
+    ),
     "realnvp": lambda **kw: RealNVPDensity(n_transforms=4, hidden_features=(32, 32), **kw),
 }
 
@@ -63,10 +65,41 @@ def test_gaussian_data_recovers_gaussian_log_likelihood():
     X_test = rng.multivariate_normal([1.0, -2.0, 5.0], cov, size=2000)
     _, logdet = np.linalg.slogdet(cov)
     diff = X_test - [1.0, -2.0, 5.0]
-    true = -0.5 * np.einsum("ij,jk,ik->i", diff, np.linalg.inv(cov), diff) - 0.5 * logdet - 1.5 * np.log(2 * np.pi)
+    true = (
+        -0.5 * np.einsum("ij,jk,ik->i", diff, np.linalg.inv(cov), diff)
+        - 0.5 * logdet
+        - 1.5 * np.log(2 * np.pi)
+    )
     est = MAFDensity(n_transforms=2, hidden_features=(32,), max_epochs=40, random_state=0).fit(X)
     # the fitted model's held-out likelihood is within 0.05 nats/row of the true density's
     assert abs(est.score(X_test) - true.mean()) < 0.05
     samples = est.sample(20000, random_state=0)
     np.testing.assert_allclose(samples.mean(0), [1.0, -2.0, 5.0], atol=0.06)
     np.testing.assert_allclose(np.cov(samples.T), np.cov(X.T), atol=0.2)
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: MAFDensity(n_transforms=2, hidden_features=(16,), base="made_mixture", n_components=3),
+        lambda: NSFDensity(n_transforms=2, hidden_features=(16,), spline_bins=6),
+    ],
+    ids=["maf_made_mixture", "nsf"],
+)
+def test_class_conditional_densities_integrate_to_one(make):
+    """Fitted with labels: the marginal and every p(x | y) are normalised, and Bayes' rule holds."""
+    rng = np.random.default_rng(0)
+    X = np.r_[rng.normal(-2, 0.5, 150), rng.normal(3, 1.0, 350)][:, None] * 10.0 + 100.0
+    y = np.r_[np.zeros(150, int), np.ones(350, int)]
+    est = make().set_params(max_epochs=20, random_state=0).fit(X, y)
+    grid = np.linspace(X.min() - 80, X.max() + 80, 20001)[:, None]
+    log_marginal = est.score_samples(grid)
+    assert abs(np.trapezoid(np.exp(log_marginal), grid[:, 0]) - 1) < 0.01
+    proba = est.predict_proba(grid)
+    np.testing.assert_allclose(proba.sum(1), 1, rtol=1e-10)
+    np.testing.assert_allclose(est.class_prior_, [0.3, 0.7])
+    for c in range(2):  # p(x | c) = p(c | x) p(x) / p(c)
+        conditional = proba[:, c] * np.exp(log_marginal) / est.class_prior_[c]
+        assert abs(np.trapezoid(conditional, grid[:, 0]) - 1) < 0.01
+    # the classes are told apart where their clusters lie
+    assert est.predict(np.array([[80.0], [130.0]])).tolist() == [0, 1]

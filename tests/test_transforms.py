@@ -22,8 +22,8 @@ quadrature in 1-D and 2-D) and the ``Flow`` / ``DequantizedFlow`` modules.
 """
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, Optional
 
 import pytest
 import torch
@@ -89,7 +89,7 @@ class Case:
     shape: tuple
     context: int = 0
     one_hot: bool = False
-    fresh: Optional[str] = None
+    fresh: str | None = None
     unit: bool = False
     warmup: bool = False
 
@@ -116,9 +116,16 @@ def _tarflow_block(context, reverse):
 
 def _tarflow(context, mixing=True):
     return tarflow(
-        8, (2, 2, 2), patch_size=1, channels=8, n_blocks=2, n_layers=1, n_heads=2,
-        context_features=context, mixing=mixing,
-    )  # fmt: skip
+        8,
+        (2, 2, 2),
+        patch_size=1,
+        channels=8,
+        n_blocks=2,
+        n_layers=1,
+        n_heads=2,
+        context_features=context,
+        mixing=mixing,
+    )
 
 
 def _compose(context):
@@ -138,35 +145,63 @@ for k in (0, K):
     tag = "_context" if k else ""
     REGISTRY.update(
         {
-            f"maf{tag}": Case(lambda k=k: MaskedAffineAutoregressive(D, (16, 16), context_features=k), (D,), k,
-                              fresh="identity"),
+            f"maf{tag}": Case(
+                lambda k=k: MaskedAffineAutoregressive(D, (16, 16), context_features=k),
+                (D,),
+                k,
+                fresh="identity",
+            ),
             f"maf_reversed{tag}": Case(
-                lambda k=k: MaskedAffineAutoregressive(D, (16,), torch.arange(D).flip(0), context_features=k), (D,), k,
-                fresh="identity"),
+                lambda k=k: MaskedAffineAutoregressive(D, (16,), torch.arange(D).flip(0), context_features=k),
+                (D,),
+                k,
+                fresh="identity",
+            ),
             f"maf_random_order{tag}": Case(
-                lambda k=k: MaskedAffineAutoregressive(D, (16, 16), torch.randperm(D), context_features=k), (D,), k,
-                fresh="identity"),
-            f"made_spline{tag}": Case(lambda k=k: MaskedAutoregressive(D, (16,), None, _spline(), k), (D,), k,
-                                      fresh="identity"),
-            f"iaf{tag}": Case(lambda k=k: Inverse(MaskedAffineAutoregressive(D, (16,), context_features=k)), (D,), k,
-                              fresh="identity"),
+                lambda k=k: MaskedAffineAutoregressive(D, (16, 16), torch.randperm(D), context_features=k),
+                (D,),
+                k,
+                fresh="identity",
+            ),
+            f"made_spline{tag}": Case(
+                lambda k=k: MaskedAutoregressive(D, (16,), None, _spline(), k), (D,), k, fresh="identity"
+            ),
+            f"iaf{tag}": Case(
+                lambda k=k: Inverse(MaskedAffineAutoregressive(D, (16,), context_features=k)),
+                (D,),
+                k,
+                fresh="identity",
+            ),
             f"affine_coupling{tag}": Case(
-                lambda k=k: AffineCoupling(alternating_masks(D, 2)[1], MLP(D + k, 2 * D, (16,))), (D,), k,
-                fresh="identity"),
+                lambda k=k: AffineCoupling(alternating_masks(D, 2)[1], MLP(D + k, 2 * D, (16,))),
+                (D,),
+                k,
+                fresh="identity",
+            ),
             f"spline_coupling{tag}": Case(
-                lambda k=k: Coupling(alternating_masks(D, 2)[0], MLP(D + k, 14 * D, (16,)), _spline()), (D,), k,
-                fresh="identity"),
+                lambda k=k: Coupling(alternating_masks(D, 2)[0], MLP(D + k, 14 * D, (16,)), _spline()),
+                (D,),
+                k,
+                fresh="identity",
+            ),
             f"image_coupling_checkerboard{tag}": Case(
-                lambda k=k: _image_coupling(checkerboard_mask(4, 4, 1), k), IMAGE, k, fresh="identity"),
+                lambda k=k: _image_coupling(checkerboard_mask(4, 4, 1), k), IMAGE, k, fresh="identity"
+            ),
             f"image_coupling_channels{tag}": Case(
-                lambda k=k: _image_coupling(channel_mask(2, 0), k), IMAGE, k, fresh="identity"),
-            f"realnvp_multiscale{tag}": Case(lambda k=k: _realnvp((1, 4, 4), 2, 8, 1, k), (1, 4, 4), k,
-                                             fresh="permutation", warmup=True),
-            f"glow_multiscale{tag}": Case(lambda k=k: _glow((1, 4, 4), 2, 1, 8, 1, k), (1, 4, 4), k, warmup=True),
-            f"tarflow_block{tag}": Case(lambda k=k: _tarflow_block(k, False), (3, 2), k, one_hot=True,
-                                        fresh="identity"),
-            f"tarflow_block_reverse{tag}": Case(lambda k=k: _tarflow_block(k, True), (3, 2), k, one_hot=True,
-                                                fresh="identity"),
+                lambda k=k: _image_coupling(channel_mask(2, 0), k), IMAGE, k, fresh="identity"
+            ),
+            f"realnvp_multiscale{tag}": Case(
+                lambda k=k: _realnvp((1, 4, 4), 2, 8, 1, k), (1, 4, 4), k, fresh="permutation", warmup=True
+            ),
+            f"glow_multiscale{tag}": Case(
+                lambda k=k: _glow((1, 4, 4), 2, 1, 8, 1, k), (1, 4, 4), k, warmup=True
+            ),
+            f"tarflow_block{tag}": Case(
+                lambda k=k: _tarflow_block(k, False), (3, 2), k, one_hot=True, fresh="identity"
+            ),
+            f"tarflow_block_reverse{tag}": Case(
+                lambda k=k: _tarflow_block(k, True), (3, 2), k, one_hot=True, fresh="identity"
+            ),
             f"tarflow{tag}": Case(lambda k=k: _tarflow(k), (8,), k, one_hot=True, fresh="permutation"),
             f"compose{tag}": Case(lambda k=k: _compose(k), (D,), k, warmup=True),
         }
@@ -174,7 +209,10 @@ for k in (0, K):
 REGISTRY.update(
     {
         "tarflow_tabular_no_mixing": Case(
-            lambda: tarflow(6, None, 2, channels=8, n_blocks=3, n_layers=1, n_heads=2), (6,), fresh="permutation"),
+            lambda: tarflow(6, None, 2, channels=8, n_blocks=3, n_layers=1, n_heads=2),
+            (6,),
+            fresh="permutation",
+        ),
         "batchnorm_rows": Case(lambda: _batchnorm(D), (D,)),
         "batchnorm_images": Case(lambda: _batchnorm(2), IMAGE),
         "actnorm_rows": Case(lambda: ActNorm(D), (D,), warmup=True),
@@ -190,11 +228,20 @@ REGISTRY.update(
         "patchify_image": Case(lambda: Patchify(32, IMAGE, 2), (32,), fresh="permutation"),
         "patchify_tabular": Case(lambda: Patchify(6, None, 3), (6,), fresh="permutation"),
         "compose_images": Case(
-            lambda: Compose(Logit(0.05), ActNorm(2), LULinear(2, init="rotation"),
-                            _image_coupling(checkerboard_mask(4, 4, 0), 0), Squeeze(), Flatten((8, 2, 2))),
-            IMAGE, unit=True, warmup=True),
+            lambda: Compose(
+                Logit(0.05),
+                ActNorm(2),
+                LULinear(2, init="rotation"),
+                _image_coupling(checkerboard_mask(4, 4, 0), 0),
+                Squeeze(),
+                Flatten((8, 2, 2)),
+            ),
+            IMAGE,
+            unit=True,
+            warmup=True,
+        ),
     }
-)  # fmt: skip
+)
 NAMES = sorted(REGISTRY)
 CONDITIONAL = [name for name in NAMES if REGISTRY[name].context]
 
@@ -252,8 +299,10 @@ def _batch_jacobian(fn, x):
     """Per-sample Jacobians ``(n, d_out, d_in)`` of a map that treats samples independently."""
     x = x.detach().requires_grad_(True)
     out = fn(x).reshape(len(x), -1)
-    rows = [torch.autograd.grad(out[:, j].sum(), x, retain_graph=True)[0].reshape(len(x), -1)
-            for j in range(out.shape[1])]  # fmt: skip
+    rows = [
+        torch.autograd.grad(out[:, j].sum(), x, retain_graph=True)[0].reshape(len(x), -1)
+        for j in range(out.shape[1])
+    ]
     return torch.stack(rows, dim=1)
 
 
@@ -345,7 +394,12 @@ def test_state_dict_restores_the_map(name):
         z_copy, ladj_copy = copy(x, context)
         x_back, ladj_back = copy.inverse(z, context)
         expected_back = transform.inverse(z, context)
-    for got, expected in [(z_copy, z), (ladj_copy, ladj), (x_back, expected_back[0]), (ladj_back, expected_back[1])]:
+    for got, expected in [
+        (z_copy, z),
+        (ladj_copy, ladj),
+        (x_back, expected_back[0]),
+        (ladj_back, expected_back[1]),
+    ]:
         torch.testing.assert_close(got, expected, rtol=0, atol=0)
 
 
@@ -386,6 +440,21 @@ def test_made_is_autoregressive(order, context):
         assert torch.all(jac_c.abs().sum(-1) > 0)
 
 
+@pytest.mark.parametrize("n_features", [1, 2])
+def test_first_feature_in_the_order_is_conditioned(n_features):
+    """Even the first feature's parameters (and a single feature's) depend on the context."""
+    torch.manual_seed(0)
+    made = _perturb(MADE(n_features, 2, (8, 8), context_features=K).double(), 0)
+    x = torch.randn(1, n_features, dtype=F64)
+    c = torch.randn(K, dtype=F64)
+    jac_c = torch.autograd.functional.jacobian(lambda v: made(x, v[None])[0], c)  # (2, D, K)
+    assert torch.all(jac_c.abs().sum(-1) > 0)
+    dist = _perturb(MADEMixture(n_features, 3, (8,), context_features=K).double(), 0)
+    z = torch.randn(4, n_features, dtype=F64)
+    with torch.no_grad():
+        assert (dist.log_prob(z, c.expand(4, K)) - dist.log_prob(z, -c.expand(4, K))).abs().amin() > 1e-6
+
+
 def test_maf_layer_jacobian_is_triangular_in_its_order():
     order = torch.tensor([3, 1, 4, 0, 2])
     torch.manual_seed(0)
@@ -424,6 +493,10 @@ def test_actnorm_data_dependent_init_survives_state_dict():
     fresh = ActNorm(2).double().train()
     fresh.load_state_dict(an.state_dict())
     torch.testing.assert_close(fresh(x + 3)[0], an(x + 3)[0], rtol=0, atol=0)
+    # loading an uninitialised state into an initialised layer: the next training pass initialises it
+    an.load_state_dict(ActNorm(2).double().state_dict())
+    z, _ = an(x + 3)
+    torch.testing.assert_close(z.mean((0, 2, 3)), torch.zeros(2, dtype=F64), atol=1e-10, rtol=0)
 
 
 @pytest.mark.parametrize("dim, shape", [(1, (5,)), (1, (5, 2, 3)), (-1, (3, 5))])
@@ -433,7 +506,9 @@ def test_lulinear_matches_explicit_matrix(dim, shape):
     x = torch.randn(4, *shape, dtype=F64)
     w = layer.weight()
     expected = torch.einsum("ij,nj...->ni...", w, x) if dim == 1 else x @ w.T
-    expected = expected + layer.bias.reshape(-1, *([1] * (len(shape) - 1))) if dim == 1 else expected + layer.bias
+    expected = (
+        expected + layer.bias.reshape(-1, *([1] * (len(shape) - 1))) if dim == 1 else expected + layer.bias
+    )
     z, ladj = layer(x)
     torch.testing.assert_close(z, expected)
     positions = x[0].numel() // 5
@@ -456,7 +531,7 @@ def test_image_rearrangements_match_torch_references():
     tokens, _ = Patchify(48, (2, 4, 6), 2)(x.reshape(3, -1))
     torch.testing.assert_close(tokens, F.unfold(x, 2, stride=2).transpose(1, 2), rtol=0, atol=0)
     y = torch.rand(3, 2, 4, 6, dtype=F64)
-    z, ladj = Logit(0.1)(y)
+    z, _ = Logit(0.1)(y)
     torch.testing.assert_close(z, torch.logit(0.1 + 0.8 * y))
     with pytest.raises(ValueError, match="patch_size"):
         Patchify(48, (2, 4, 6), 3)
@@ -468,7 +543,9 @@ def test_tarflow_block_is_causal_and_cache_free_inverse_agrees():
         block = _perturb(_tarflow_block(K, reverse).double(), 0).eval()
         x = torch.randn(3, 2, dtype=F64)
         context = F.one_hot(torch.tensor([1]), K).to(F64)
-        jac = torch.autograd.functional.jacobian(lambda v: block(v[None], context)[0][0], x)  # (3, 2, 3, 2)
+        jac = torch.autograd.functional.jacobian(
+            lambda v, b=block, c=context: b(v[None], c)[0][0], x
+        )  # (3, 2, 3, 2)
         token_jac = jac.abs().sum(dim=(1, 3))  # token i's output on token j's input
         strictly_later = torch.triu(torch.ones(3, 3, dtype=torch.bool), 1)
         forbidden = strictly_later.T if reverse else strictly_later
@@ -673,7 +750,9 @@ def test_distribution_log_prob_matches_reference(name):
             components = torch.distributions.Independent(
                 torch.distributions.Normal(dist.loc, dist.log_scale.exp()), 1
             )
-            mix = torch.distributions.MixtureSameFamily(torch.distributions.Categorical(logits=dist.logits), components)
+            mix = torch.distributions.MixtureSameFamily(
+                torch.distributions.Categorical(logits=dist.logits), components
+            )
             expected = mix.log_prob(z)
         else:
             h = dist.made(z, context).view(7, 3, 3, 2)  # (n, [logit, loc, raw scale], component, feature)
@@ -692,7 +771,7 @@ def test_distribution_integrates_to_one(name, dim):
     dist = _distribution(name, dim)
     with torch.no_grad():
         for seed in (5, 6):
-            total = _integrate(lambda z: dist.log_prob(z, _dist_context(name, len(z), seed)), dim)
+            total = _integrate(lambda z, s=seed: dist.log_prob(z, _dist_context(name, len(z), s)), dim)
             assert abs(total - 1) < 1e-3, (seed, total)
 
 
@@ -756,7 +835,9 @@ def test_flow_shapes_sampling_and_normalisation(context):
         torch.testing.assert_close(log_q, flow.log_prob(x, c), rtol=1e-9, atol=1e-9)
         torch.testing.assert_close(flow(x, c), flow.log_prob(x, c))
         torch.testing.assert_close(flow.sample(50, c, torch.Generator().manual_seed(0)), x, rtol=0, atol=0)
-        total = _integrate(lambda z: flow.log_prob(z, None if c is None else c[:1].expand(len(z), K)), 2, 12, 401)
+        total = _integrate(
+            lambda z: flow.log_prob(z, None if c is None else c[:1].expand(len(z), K)), 2, 12, 401
+        )
     assert abs(total - 1) < 2e-3, total
 
 
@@ -805,7 +886,11 @@ def test_dequantized_flow(variational):
     torch.manual_seed(0)
     n_bins, shape = 4, (1, 2, 2)
     inner = Flow(Compose(Logit(0.05), MaskedAffineAutoregressive(4, (8,))), StandardNormal(4))
-    deq = VariationalDequantization(n_bins, shape, hidden_channels=4) if variational else UniformDequantization(n_bins)
+    deq = (
+        VariationalDequantization(n_bins, shape, hidden_channels=4)
+        if variational
+        else UniformDequantization(n_bins)
+    )
     model = _perturb(DequantizedFlow(inner.double(), deq.double()), 0, scale=0.3).eval()
     x, v = _levels((5, 4), n_bins), _noise((5, 4))
     with torch.no_grad():
