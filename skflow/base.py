@@ -26,12 +26,14 @@ from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.metaestimators import available_if
 from sklearn.utils.multiclass import check_classification_targets
-from sklearn.utils.validation import check_is_fitted, column_or_1d
+from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_data
 from skorch.callbacks import Callback, EarlyStopping
 from skorch.helper import predefined_split
 
 from .data import Standardizer, check_levels, restore_layout, scoring_noise, validate_layout
-from .flows import DequantizedFlow
+from .data.columns import TableEncoder, is_mixed_table
+from .distributions import CategoricalMADE
+from .flows import DequantizedFlow, MixedFlow
 from .training import (
     BatchIterator,
     DivergenceGuard,
@@ -244,7 +246,8 @@ class FlowDensity(DensityMixin, BaseEstimator):
 
     def _make_scaler(self):
         """The map from X to the flow's units (see :mod:`skflow.data.scaling`)."""
-        return Standardizer(getattr(self, "dequantize", "auto"))
+        discrete = None if self.table_ is None else self.table_.discrete_
+        return Standardizer(getattr(self, "dequantize", "auto"), discrete=discrete)
 
     def _dequantizer(self):
         """A dequantizer module for discrete values inside the model, or None."""
@@ -266,6 +269,15 @@ class FlowDensity(DensityMixin, BaseEstimator):
 
     # ------------------------------------------------------------------ fit
     def _validate(self, X, reset):
+        if reset:
+            self.table_ = TableEncoder().fit(X) if is_mixed_table(X) and self._images == "never" else None
+        if getattr(self, "table_", None) is not None:  # a mixed table: values and category codes
+            validate_data(self, X, skip_check_array=True, reset=reset)
+            if reset and len(X) < 2:
+                raise ValueError(f"Found {len(X)} sample(s) while a minimum of 2 is required.")
+            if reset:
+                self.layout_ = self.image_shape_ = None
+            return self.table_.transform(X)
         X = validate_layout(
             self, X, reset=reset, images=self._images, image_shape=getattr(self, "image_shape", None)
         )
@@ -292,6 +304,13 @@ class FlowDensity(DensityMixin, BaseEstimator):
         return _one_hot(labels, len(self.classes_))
 
     def _build_module(self, n_features, context_features):
+        if self.table_ is not None:
+            cards = self.table_.cardinalities_
+            hidden = tuple(getattr(self, "hidden_features", (64, 64)))
+            categorical = CategoricalMADE(cards, hidden, context_features)
+            n_continuous = n_features - len(cards)
+            flow = self._build_flow(n_continuous, context_features + sum(cards)) if n_continuous else None
+            return MixedFlow(categorical, flow, self.table_.discrete_)
         flow = self._build_flow(n_features, context_features)
         dequantizer = self._dequantizer()
         return flow if dequantizer is None else DequantizedFlow(flow, dequantizer)
@@ -397,12 +416,19 @@ class FlowDensity(DensityMixin, BaseEstimator):
         return next(self.net_.module_.parameters()).device
 
     def _log_prob(self, Z, context=None):
-        """``log p(z | context)`` per row in the flow's units; averaged in probability over
-        ``n_score_draws`` dequantization draws (an importance-weighted bound) when dequantized."""
+        """``log p(z | context)`` per row in the flow's units, tail guard included; averaged in
+        probability over ``n_score_draws`` dequantization draws (an importance-weighted bound) when
+        dequantized; ``log P(d) + log p(c | d)`` for a mixed table."""
         module = self._module
         score = lambda n, **batch: module(**batch)
+        if isinstance(module, MixedFlow):  # the tail guard acts on the continuous part
+            parts = lambda n, **batch: module.log_prob_parts(**batch)
+            discrete, continuous = batched(parts, len(Z), self._inference_batch, self._device(), x=Z, context=context)
+            columns = ~self.standardizer_.discrete_
+            return discrete + _with_tail_guard(continuous, Z[:, columns], self._tail_weight * columns.any())
         if not isinstance(module, DequantizedFlow):
-            return batched(score, len(Z), self._inference_batch, self._device(), x=Z, context=context)
+            log_prob = batched(score, len(Z), self._inference_batch, self._device(), x=Z, context=context)
+            return _with_tail_guard(log_prob, Z, self._tail_weight)
         draws = [
             batched(score, len(Z), self._inference_batch, self._device(), x=Z, context=context, noise=noise)
             for noise in scoring_noise(Z, self.n_score_draws)
@@ -419,15 +445,13 @@ class FlowDensity(DensityMixin, BaseEstimator):
             n_classes = len(self.classes_)
             contexts = [np.tile(_one_hot(c, n_classes), (len(Z), 1)) for c in range(n_classes)]
             log_prior = np.log(self.class_prior_)
-        columns = [_with_tail_guard(self._log_prob(Z, context), Z, self._tail_weight) for context in contexts]
+        columns = [self._log_prob(Z, context) for context in contexts]
         return np.stack(columns, axis=1) + log_prior + self.standardizer_.log_det_
 
     def _conditional_log_prob(self, X, context):
         """``log p(x | context)`` of validated rows X in their units, every Jacobian counted."""
         Z = self.standardizer_.transform(X)
-        return (
-            _with_tail_guard(self._log_prob(Z, context), Z, self._tail_weight) + self.standardizer_.log_det_
-        )
+        return self._log_prob(Z, context) + self.standardizer_.log_det_
 
     def score_samples(self, X):
         """Log-density of each sample, in the units of X.
@@ -538,6 +562,7 @@ class FlowDensity(DensityMixin, BaseEstimator):
         if self._tail_weight > 0:  # rows drawn from the wide Gaussian of the tail guard
             wide = torch.rand(n_samples, generator=generator, device=device).cpu().numpy() < self._tail_weight
             noise = torch.randn(Z.shape, generator=generator, device=device).double().cpu().numpy()
+            wide = wide[:, None] & ~self.standardizer_.discrete_[None, :]  # continuous columns only
             Z[wide] = TAIL_SCALE * noise[wide]
         return self.standardizer_.inverse_transform(Z)
 
@@ -557,6 +582,8 @@ class FlowDensity(DensityMixin, BaseEstimator):
 
     def _restore(self, X):
         """Rows in the user's units back to the layout (and integer type) of the training data."""
+        if self.table_ is not None:
+            return self.table_.inverse_transform(X)
         if getattr(self, "n_bins", None) is not None:
             X = X.astype(np.int64)
         layout = self.layout_

@@ -11,8 +11,9 @@ import math
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
-from .transforms.autoregressive import MADE
+from .transforms.autoregressive import MADE, masked_network
 from .transforms.core import soft_clamp, sum_except_batch
 
 __all__ = ["DiagonalNormal", "GaussianMixture", "MADEMixture", "StandardNormal"]
@@ -138,3 +139,74 @@ class MADEMixture(StandardNormal):
             sigma = torch.exp(log_scale[:, :, i].gather(1, k)[:, 0])
             x[:, i] = mu + sigma * eps[:, i]
         return x
+
+
+class CategoricalMADE(nn.Module):
+    """Autoregressive model of discrete columns: ``P(d) = prod_i P(d_i | d_<i, context)`` (exact).
+
+    Each conditional is a softmax over the column's categories, its logits
+    from one masked network that sees the one-hot codes of the earlier
+    columns and the context. A share ``unseen`` of every conditional's mass
+    is spread evenly over the ``K_i`` categories and one more outcome,
+    "a category not seen in training" (code -1), so an unseen value gets the
+    small probability ``unseen / (K_i + 1)`` instead of zero; the
+    distribution over the ``K_i + 1`` outcomes sums to one exactly.
+
+    Parameters
+    ----------
+    cardinalities : sequence of int
+        Number of categories ``K_i`` of each column.
+    hidden_features : tuple of int, default=(64, 64)
+    context_features : int, default=0
+    unseen : float, default=1e-3
+    """
+
+    def __init__(self, cardinalities, hidden_features=(64, 64), context_features=0, unseen=1e-3):
+        super().__init__()
+        self.cardinalities = [int(k) for k in cardinalities]
+        self.context_features, self.unseen = context_features, unseen
+        degrees = torch.repeat_interleave(
+            torch.arange(1, len(self.cardinalities) + 1), torch.tensor(self.cardinalities)
+        )
+        self.net = masked_network(degrees, degrees, tuple(hidden_features), context_features)
+
+    def one_hot(self, codes):
+        """``(n, sum K_i)`` one-hot blocks of integer codes ``(n, D)``; code -1 (unseen) is all zeros."""
+        blocks = [F.one_hot(c.clamp_min(0), k) * (c >= 0)[:, None] for c, k in zip(codes.T, self.cardinalities)]
+        return torch.cat(blocks, dim=1).to(torch.get_default_dtype()) if blocks else codes.new_zeros(len(codes), 0)
+
+    def _log_probs(self, codes, context):
+        """Per column, log-probabilities ``(n, K_i)`` of the seen categories, smoothed."""
+        h = self.one_hot(codes).to(self._dtype())
+        if self.context_features:
+            h = torch.cat([context, h], dim=1)
+        logits = self.net(h).split(self.cardinalities, dim=1)
+        return [
+            torch.logaddexp(torch.log1p(torch.tensor(-self.unseen)) + F.log_softmax(lg, dim=1), self._floor(k))
+            for lg, k in zip(logits, self.cardinalities)
+        ]
+
+    def _floor(self, k):
+        return torch.tensor(self.unseen / (k + 1), dtype=self._dtype(), device=self.net[0].weight.device).log()
+
+    def _dtype(self):
+        return self.net[0].weight.dtype
+
+    def log_prob(self, codes, context=None):
+        """``log P(codes | context)`` per row; codes are integers, -1 for an unseen category."""
+        codes = codes.long()
+        total = codes.new_zeros(len(codes), dtype=self._dtype())
+        for i, (log_p, k) in enumerate(zip(self._log_probs(codes, context), self.cardinalities)):
+            code = codes[:, i]
+            seen = log_p.gather(1, code.clamp_min(0)[:, None])[:, 0]
+            total = total + torch.where(code >= 0, seen, self._floor(k))
+        return total
+
+    def sample(self, n_samples, context=None, generator=None):
+        """Codes ``(n, D)`` drawn column by column from the seen categories (the unseen share is not drawn)."""
+        device = self.net[0].weight.device
+        codes = torch.zeros(n_samples, len(self.cardinalities), dtype=torch.long, device=device)
+        for i in range(len(self.cardinalities)):
+            probs = self._log_probs(codes, context)[i].exp()
+            codes[:, i] = torch.multinomial(probs, 1, generator=generator)[:, 0]
+        return codes

@@ -3,7 +3,8 @@
 ``Flow(transform, base)`` gives ``log p(x | c) = log p_base(T(x; c) | c) + log|det dT/dx|``
 and samples by inverting ``T``. ``DequantizedFlow`` puts a dequantizer in front
 of a flow for discrete data (pixels with ``n_bins`` levels) and gives the
-variational lower bound of ``log P(x)``.
+variational lower bound of ``log P(x)``. ``MixedFlow`` models tables with
+discrete columns exactly: ``log P(d) + log p(c | d)``.
 """
 
 import torch
@@ -87,3 +88,51 @@ class DequantizedFlow(nn.Module):
 
     def sample(self, n_samples, context=None, generator=None):
         return self.quantize(self.flow.sample(n_samples, context, generator))
+
+
+class MixedFlow(nn.Module):
+    """Exact density of rows with discrete and continuous columns: ``log P(d | ctx) + log p(c | d, ctx)``.
+
+    The discrete codes ``d`` (integers, -1 for a category unseen in fit) go
+    through an autoregressive categorical model; the continuous values ``c``
+    through a flow whose context is the one-hot ``d`` (followed by any outer
+    context, e.g. class labels). Sampling draws ``d`` first, then ``c``.
+
+    Parameters
+    ----------
+    categorical : skflow.distributions.CategoricalMADE
+    flow : Flow or None
+        Over the continuous columns; None when every column is discrete.
+    discrete : bool tensor of shape (n_columns,)
+        Which columns of a row are discrete.
+    """
+
+    def __init__(self, categorical, flow, discrete):
+        super().__init__()
+        self.categorical, self.flow = categorical, flow
+        self.register_buffer("discrete", torch.as_tensor(discrete, dtype=torch.bool))
+
+    def _flow_context(self, codes, context):
+        one_hot = self.categorical.one_hot(codes).to(self.discrete.device)
+        return one_hot if context is None else torch.cat([one_hot.to(context.dtype), context], dim=1)
+
+    def log_prob_parts(self, x, context=None):
+        """``(log P(d | ctx), log p(c | d, ctx))`` per row."""
+        codes = x[:, self.discrete].round().long()
+        log_discrete = self.categorical.log_prob(codes, context)
+        if self.flow is None:
+            return log_discrete, torch.zeros_like(log_discrete)
+        flow_context = self._flow_context(codes, context).to(x.dtype)
+        return log_discrete, self.flow.log_prob(x[:, ~self.discrete], flow_context)
+
+    def forward(self, x, context=None):
+        log_discrete, log_continuous = self.log_prob_parts(x, context)
+        return log_discrete + log_continuous
+
+    def sample(self, n_samples, context=None, generator=None):
+        codes = self.categorical.sample(n_samples, context, generator)
+        x = torch.empty(n_samples, len(self.discrete), device=self.discrete.device)
+        x[:, self.discrete] = codes.to(x.dtype)
+        if self.flow is not None:
+            x[:, ~self.discrete] = self.flow.sample(n_samples, self._flow_context(codes, context), generator)
+        return x

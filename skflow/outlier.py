@@ -15,6 +15,7 @@ from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted, validate_data
 
+from .data.columns import is_mixed_table
 from .tabular import MAFDensity
 
 __all__ = ["FlowOutlierDetector"]
@@ -190,7 +191,7 @@ class FlowOutlierDetector(OutlierMixin, BaseEstimator):
             The fitted detector.
         """
         X, self.sample_shape_ = _as_rows(X)
-        X = self._restore_shape(validate_data(self, X, dtype=np.float64, ensure_min_samples=2))
+        X = self._validate(X, reset=True)
         estimator = _default_estimator() if self.estimator is None else self.estimator
         self.estimators_ = [
             self._fit_member(member, X)
@@ -200,6 +201,16 @@ class FlowOutlierDetector(OutlierMixin, BaseEstimator):
         self.offset_ = _compute_offset(self._score(X), self.contamination)
         return self
 
+    def _validate(self, X, reset):
+        """Numeric rows (reshaped to the training images), or a mixed table passed on as it is."""
+        if is_mixed_table(X):  # strings and categories: the density validates and encodes them
+            validate_data(self, X, skip_check_array=True, reset=reset)
+            if reset and len(X) < 2:
+                raise ValueError(f"Found {len(X)} sample(s) while a minimum of 2 is required.")
+            return X
+        ensure = 2 if reset else 1
+        return self._restore_shape(validate_data(self, X, dtype=np.float64, reset=reset, ensure_min_samples=ensure))
+
     def _restore_shape(self, X):
         """Rows back to the per-sample shape of the training X (images)."""
         return X if self.sample_shape_ is None else X.reshape(len(X), *self.sample_shape_)
@@ -208,7 +219,7 @@ class FlowOutlierDetector(OutlierMixin, BaseEstimator):
         member.fit(X)
         if self.trim > 0:
             keep = _trimmed_rows(member.score_samples(X), self.trim)
-            member = clone(member).fit(X[keep])
+            member = clone(member).fit(X.iloc[keep] if hasattr(X, "iloc") else X[keep])
         return member
 
     def _score(self, X):
@@ -229,7 +240,7 @@ class FlowOutlierDetector(OutlierMixin, BaseEstimator):
         """
         check_is_fitted(self)
         X, _ = _as_rows(X)
-        return self._score(self._restore_shape(validate_data(self, X, dtype=np.float64, reset=False)))
+        return self._score(self._validate(X, reset=False))
 
     def decision_function(self, X):
         """Score shifted by the threshold: negative for outliers.

@@ -239,7 +239,7 @@ class TarFlowDensity(FlowDensity):
             return GlobalScaler(scale=False)  # discrete values: the dequantizer inside the model
         if self.image_shape_ is not None:
             return GlobalScaler()  # continuous images: one global mean and scale
-        return Standardizer(self.dequantize)
+        return super()._make_scaler()
 
     def _dequantizer(self):
         return None if self.n_bins is None else UniformDequantization(self.n_bins)

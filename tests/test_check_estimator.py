@@ -1,6 +1,6 @@
 """scikit-learn's estimator checks for every public estimator, with no tag declared beyond the defaults.
 
-Checks an estimator cannot pass are listed with the reason in ``EXPECTED_FAILURES``
+Checks an estimator cannot pass are listed with the reason by ``_expected_failures``
 (run as strict xfails, so a check that starts passing is reported):
 
 - The image densities (``RealNVPImageDensity``, ``GlowDensity``) take flat rows only
@@ -9,10 +9,11 @@ Checks an estimator cannot pass are listed with the reason in ``EXPECTED_FAILURE
 - ``VariationalDensity`` is fitted to a log-density callable, not to data: ``fit``
   ignores X (so it does not validate it) and ``n_features`` is a constructor
   parameter, so X of another width cannot be scored.
-- ``FlowOutlierDetector``: see ``_FLOAT32_SUBSET`` (non-strict, machine-dependent).
 """
 
+import numpy as np
 import pytest
+import torch
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from skflow import (
@@ -27,6 +28,17 @@ from skflow import (
     TarFlowDensity,
     VariationalDensity,
 )
+
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_torch_thread():
+    """Tiny models train several times faster on one thread (no OpenMP contention)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
 
 TINY = dict(max_epochs=2, hidden_features=(4,), batch_size=64)
 STACKED = dict(TINY, n_transforms=1)
@@ -103,15 +115,6 @@ _VARIATIONAL_FAILURES = {
     "check_fit1d": _NO_DATA,
 }
 
-#: Scores are computed in float32 and the CPU matmul kernels differ between a batch of 20 rows
-#: and one row, so a log-density may move by one float32 ulp (4.8e-7 at |log p| = 3.7); the
-#: check's tolerance is atol=1e-7 with rtol=1e-7 of decision_function (score - offset_, about
-#: 1.4), below one ulp of the score. Whether it shows depends on the weights and the BLAS, hence
-#: not strict (reported as a library issue: float32 inference is not batch-invariant).
-_FLOAT32_SUBSET = {
-    "check_methods_subset_invariance": "float32 scores are not batch-size invariant to 1e-7 (one ulp)"
-}
-
 
 def _expected_failures(estimator):
     if isinstance(estimator, (RealNVPImageDensity, GlowDensity)):
@@ -121,22 +124,16 @@ def _expected_failures(estimator):
     return {}
 
 
-@parametrize_with_checks(
-    [e for e in ESTIMATORS if not isinstance(e, FlowOutlierDetector)],
-    expected_failed_checks=_expected_failures,
-    xfail_strict=True,
-)
+@parametrize_with_checks(ESTIMATORS, expected_failed_checks=_expected_failures, xfail_strict=True)
 def test_sklearn_compatible(estimator, check):
     check(estimator)
 
 
-@parametrize_with_checks(
-    [e for e in ESTIMATORS if isinstance(e, FlowOutlierDetector)],
-    expected_failed_checks=lambda estimator: _FLOAT32_SUBSET,
-    xfail_strict=False,
-)
-def test_sklearn_compatible_outlier_detector(estimator, check):
-    check(estimator)
+#: Public estimators whose checks live elsewhere.
+CHECKED_ELSEWHERE = {
+    # p(y | x) regressor added with skflow.conditional; its tests own its estimator checks
+    "FlowRegressor",
+}
 
 
 def test_every_public_estimator_is_checked():
@@ -147,5 +144,21 @@ def test_every_public_estimator_is_checked():
         for name in skflow.__all__
         if isinstance(getattr(skflow, name), type) and name != "FlowDensity"
     }
-    assert public == {type(e).__name__ for e in ESTIMATORS}
+    assert public - CHECKED_ELSEWHERE == {type(e).__name__ for e in ESTIMATORS}
     assert {e.coupling_map for e in ESTIMATORS if isinstance(e, RealNVPDensity)} == {"affine", "spline"}
+
+
+def test_scores_do_not_depend_on_the_batch():
+    """check_methods_subset_invariance at one more seed: scores of rows alone and in a batch agree to 1e-7.
+
+    With float32 inference the CPU kernels for a batch of 20 rows and for one row round
+    differently, and a score can move by one float32 ulp (4.8e-7 at |log p| = 3.7): above the
+    tolerance of scikit-learn's check (atol=1e-7, rtol=1e-7). The checks above pass at their
+    seed by luck of the weights; this seed shows it (a library bug, see the port's report).
+    """
+    X = 3 * np.random.RandomState(0).uniform(size=(20, 3))
+    density = MAFDensity(n_transforms=2, hidden_features=(8,), max_epochs=3, validation_fraction=0.0)
+    detector = FlowOutlierDetector(density, random_state=1).fit(X)
+    for method in (detector.score_samples, detector.decision_function):
+        one_by_one = np.array([method(row[None])[0] for row in X])
+        np.testing.assert_allclose(method(X), one_by_one, rtol=1e-7, atol=1e-7)

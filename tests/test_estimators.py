@@ -125,10 +125,12 @@ def test_pandas_in_and_out(name, wine):
     np.testing.assert_array_equal(est.feature_names_in_, names)
     samples = est.sample(4, random_state=0)
     assert isinstance(samples, pd.DataFrame) and list(samples.columns) == names
-    np.testing.assert_array_equal(samples.to_numpy(), make(name, **FAST, random_state=0).fit(wine).sample(4, random_state=0))
-    np.testing.assert_array_equal(est.score_samples(df), est.score_samples(wine))
+    # the same model as from the array (a frame's column-major copy may change the last bit of the mean)
+    from_array = make(name, **FAST, random_state=0).fit(wine)
+    np.testing.assert_allclose(samples.to_numpy(), from_array.sample(4, random_state=0), rtol=1e-12)
     with pytest.warns(UserWarning, match="feature names"):
-        est.score_samples(wine)
+        from_rows = est.score_samples(wine)
+    np.testing.assert_array_equal(est.score_samples(df), from_rows)
     with pytest.raises(ValueError, match="feature names"):
         est.score_samples(df[names[::-1]])
 
@@ -157,8 +159,10 @@ def test_one_dimensional_density_integrates_to_one(name):
     est = make(name, hidden_features=(16,), max_epochs=15, batch_size=128, random_state=0).fit(X)
     grid = np.linspace(X.min() - 60, X.max() + 60, 6001)  # about 20 standard deviations of X
     assert _trapezoid_1d(est, grid) == pytest.approx(1.0, abs=2e-3)
-    # the density learnt something: higher at the data than the standard normal in the same units
-    assert est.score(X) > norm.logpdf((X - X.mean()) / X.std()).mean() - np.log(X.std())
+    # at least as good as the Gaussian fit (which is all that MADE, IAF and RealNVP can be in 1-D:
+    # their single feature gets an affine map with constant parameters)
+    gaussian = norm.logpdf(X, X.mean(), X.std()).mean()
+    assert est.score(X) > gaussian - 0.02
 
 
 @pytest.mark.parametrize("name", ALL)
@@ -280,14 +284,14 @@ def test_fit_leaves_global_torch_rng_alone(name, wine):
     torch.testing.assert_close(torch.rand(3), expected)
 
 
-@pytest.mark.parametrize("name", MAF_NSF)
-def test_clone_pipeline_and_grid_search(name, wine):
+@pytest.mark.parametrize("name, n_jobs", [("maf", 2), ("nsf", 1)])
+def test_clone_pipeline_and_grid_search(name, n_jobs, wine):
     est = make(name, max_epochs=5, hidden_features=(8,), random_state=0)
     assert clone(est).get_params() == est.get_params()
     pipe = make_pipeline(FunctionTransformer(np.log1p), est)
     pipe.fit(wine)
     assert np.isfinite(pipe.score(wine))
-    search = GridSearchCV(est, {"n_transforms": [1, 2], "lr": [1e-3, 3e-3]}, cv=2, n_jobs=2).fit(wine)
+    search = GridSearchCV(est, {"n_transforms": [1, 2], "lr": [1e-3, 3e-3]}, cv=2, n_jobs=n_jobs).fit(wine)
     assert search.best_params_["n_transforms"] in (1, 2)
     assert np.isfinite(search.best_score_)
     means = search.cv_results_["mean_test_score"]
@@ -312,7 +316,7 @@ def _log_p_given_class(est, X, c):
 def conditional(request, iris):
     X, y = iris
     labels = np.array(["setosa", "versicolor", "virginica"])[y]
-    est = make(request.param, hidden_features=(16,), max_epochs=30, random_state=0).fit(X, labels)
+    est = make(request.param, hidden_features=(16,), max_epochs=30, lr=1e-2, random_state=0).fit(X, labels)
     return est, X, labels
 
 
@@ -337,7 +341,7 @@ def test_conditional_scores_are_the_mixture_over_classes(conditional):
 
 def test_conditional_predict_is_better_than_chance(conditional):
     est, X, labels = conditional
-    assert np.mean(est.predict(X) == labels) > 0.7  # chance is 1/3
+    assert np.mean(est.predict(X) == labels) > 0.9  # chance is 1/3
 
 
 def test_conditional_sampling_draws_the_given_class(conditional):
@@ -346,7 +350,7 @@ def test_conditional_sampling_draws_the_given_class(conditional):
     assert setosa.shape == (200, 4)
     # setosa is well separated: its samples are classified as setosa and lie near its rows
     assert np.mean(est.predict(setosa) == "setosa") > 0.9
-    assert np.abs(np.median(setosa, axis=0) - np.median(X[labels == "setosa"], axis=0)).max() < 0.5
+    assert np.abs(np.median(setosa, axis=0) - np.median(X[labels == "setosa"], axis=0)).max() < 0.4
     mixed = est.sample(6, random_state=0, y=["setosa", "virginica"] * 3)
     assert mixed.shape == (6, 4)
     assert est.sample(5, random_state=0).shape == (5, 4)  # classes drawn from the prior
@@ -483,7 +487,9 @@ def test_constant_columns_are_harmless(name):
 def test_heavy_tails_and_unseen_extremes_get_sensible_log_densities(name):
     rng = np.random.default_rng(0)
     X = np.c_[rng.standard_t(1.5, 2000), rng.normal(size=2000), rng.lognormal(0, 1, 2000)]
-    est = make(name, hidden_features=(32, 32), max_epochs=25, random_state=0).fit(X)
+    # five affine layers (the default) for MAF and RealNVP: bounded log-scales compound over layers
+    layers = {"n_transforms": 5} if name in ("maf", "realnvp") else {}
+    est = make(name, hidden_features=(32, 32), max_epochs=25, random_state=0, **layers).fit(X)
     assert np.all(np.isfinite(est.score_samples(X)))
     # held-out rows far beyond the training range: finite, and lower the further out
     center = np.median(X, axis=0)

@@ -10,6 +10,15 @@ from sklearn.base import clone
 
 from skflow.variational import VariationalDensity
 
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_torch_thread():
+    """Tiny flows train several times faster on one thread (no OpenMP contention)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
 # ---------------------------------------------------------------- targets
 MEAN = torch.tensor([1.0, -1.0, 0.5])
 _L = torch.tensor([[2.0, 0.0, 0.0], [0.4, 0.3, 0.0], [-0.6, 0.2, 0.7]])
@@ -145,7 +154,7 @@ def test_score_samples_is_a_normalized_density_matching_sampling():
     ).fit()
     # The density the flow assigns to its own samples (one pass) equals score_samples (D passes).
     with torch.no_grad():
-        x, log_q = vd.flow_.rsample_and_log_prob(200, torch.Generator().manual_seed(0))
+        x, log_q = vd.flow_.rsample_and_log_prob(200, generator=torch.Generator().manual_seed(0))
     np.testing.assert_allclose(vd.score_samples(x.double().numpy()), log_q.double().numpy(), atol=2e-4)
     # And it integrates to one.
     t1, t2 = np.linspace(-10, 10, 401), np.linspace(-10, 10, 401)
@@ -230,3 +239,14 @@ def test_invalid_parameters_rejected():
         VariationalDensity(_standard_normal, 2, flow="spline").fit()
     with pytest.raises(ValueError, match="hidden_features"):
         VariationalDensity(_standard_normal, 2, hidden_features=(), max_steps=2).fit()
+
+
+def test_device_is_resolved_at_fit():
+    kwargs = {"flow": "realnvp", "n_transforms": 1, "hidden_features": (4,), "max_steps": 3, "random_state": 0}
+    cpu = VariationalDensity(_standard_normal, 2, device=torch.device("cpu"), **kwargs).fit()
+    assert next(cpu.flow_.parameters()).device == torch.device("cpu")
+    by_name = VariationalDensity(_standard_normal, 2, device="cpu", **kwargs).fit()
+    np.testing.assert_array_equal(cpu.sample(4, random_state=0), by_name.sample(4, random_state=0))
+    if torch.cuda.device_count() <= 3:
+        with pytest.raises(ValueError, match="not available"):
+            VariationalDensity(_standard_normal, 2, device="cuda:3", **kwargs).fit()

@@ -56,22 +56,28 @@ class Standardizer:
     dequantize : {"auto", True, False}
         "auto" and True dequantize integer-valued columns; False treats every
         column as continuous.
+    discrete : array-like of bool, default=None
+        Columns holding category codes (mixed tables): passed through
+        unchanged, with no noise and no Jacobian.
     """
 
-    def __init__(self, dequantize="auto"):
+    def __init__(self, dequantize="auto", discrete=None):
         self.dequantize = dequantize
+        self.discrete = discrete
 
     def fit(self, X):
-        self.mean_ = X.mean(axis=0)
+        self.discrete_ = np.zeros(X.shape[1], bool) if self.discrete is None else np.asarray(self.discrete, bool)
+        continuous = ~self.discrete_
+        self.mean_ = np.where(continuous, X.mean(axis=0), 0.0)
         scale = X.std(axis=0)
-        self.constant_ = ~(scale > 1e-12 * np.maximum(1.0, np.abs(self.mean_)))
-        self.integer_ = _integer_columns(X) & ~self.constant_
-        self.point_mass_ = (_mode_fractions(X) >= POINT_MASS_FRACTION) & ~self.constant_
+        self.constant_ = ~(scale > 1e-12 * np.maximum(1.0, np.abs(self.mean_))) & continuous
+        self.integer_ = _integer_columns(X) & ~self.constant_ & continuous
+        self.point_mass_ = (_mode_fractions(X) >= POINT_MASS_FRACTION) & ~self.constant_ & continuous
         if not self.dequantize:
             self.integer_[:] = False
         # Dequantization adds variance 1/12 to integer columns.
         scale = np.sqrt(scale**2 + self.integer_ / 12.0)
-        self.scale_ = np.where(self.constant_, 1.0, scale)
+        self.scale_ = np.where(self.constant_ | self.discrete_, 1.0, scale)
         self.log_det_ = -float(np.sum(np.log(self.scale_)))
         return self
 

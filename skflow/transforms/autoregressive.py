@@ -31,29 +31,35 @@ class MaskedLinear(nn.Linear):
         return F.linear(x, self.weight * self.mask, self.bias)
 
 
-def _made_masks(order, hidden_features, n_params, context_features):
-    """Masks of a MADE with the given input ``order`` (a permutation rank).
+def masked_network(in_degrees, out_degrees, hidden_features, context_features=0):
+    """A ReLU MLP whose output ``j`` sees only inputs of degree below ``out_degrees[j]`` (and the context).
 
-    Input ``i`` has degree ``order[i] + 1``; hidden unit ``k`` of a layer of
-    width ``h`` has degree ``k % max(D - 1, 1) + 1``; output ``(p, i)`` may see
-    hidden units of degree strictly below the degree of input ``i``. Context
-    inputs have degree 0, and with a context the hidden degrees start at 0
+    Inputs of degree ``d`` (1 to ``D``) feed hidden units of degree at least
+    ``d``; an output of degree ``d`` sees hidden units of degree below ``d``.
+    Hidden unit ``k`` has degree ``k % max(D - 1, 1) + 1``; with a context
+    (inputs of degree 0, placed first) the hidden degrees start at 0
     (``k % D``): units of degree 0 see the context alone and feed every
-    output, so the first feature in the order (and a single feature) is
-    conditioned too.
+    output, so the first input in the order (and a single one) is
+    conditioned too. The last layer starts at zero.
     """
-    n_features = len(order)
-    in_degrees = torch.cat([torch.zeros(context_features, dtype=order.dtype), order + 1])
-    degrees = [in_degrees]
+    n_degrees = int(max(in_degrees.max(), out_degrees.max()))
+    degrees = [torch.cat([torch.zeros(context_features, dtype=in_degrees.dtype), in_degrees])]
     for width in hidden_features:
         if context_features:
-            degrees.append(torch.arange(width) % n_features)
+            degrees.append(torch.arange(width) % n_degrees)
         else:
-            degrees.append(torch.arange(width) % max(n_features - 1, 1) + 1)
+            degrees.append(torch.arange(width) % max(n_degrees - 1, 1) + 1)
     masks = [(d_out[:, None] >= d_in[None, :]) for d_in, d_out in zip(degrees[:-1], degrees[1:])]
-    out_degrees = (order + 1).repeat(n_params)
     masks.append(out_degrees[:, None] > degrees[-1][None, :])
-    return masks
+    layers = []
+    for i, mask in enumerate(masks):
+        layers.append(MaskedLinear(mask.shape[1], mask.shape[0], mask))
+        if i < len(masks) - 1:
+            layers.append(nn.ReLU())
+    net = nn.Sequential(*layers)
+    nn.init.zeros_(net[-1].weight)
+    nn.init.zeros_(net[-1].bias)
+    return net
 
 
 class MADE(nn.Module):
@@ -81,16 +87,8 @@ class MADE(nn.Module):
         order = torch.arange(n_features) if order is None else torch.as_tensor(order)
         self.register_buffer("order", order.clone())
         self.n_features, self.n_params, self.context_features = n_features, n_params, context_features
-        masks = _made_masks(order, tuple(hidden_features), n_params, context_features)
-        widths = [n_features + context_features, *hidden_features, n_features * n_params]
-        layers = []
-        for i, mask in enumerate(masks):
-            layers.append(MaskedLinear(widths[i], widths[i + 1], mask))
-            if i < len(masks) - 1:
-                layers.append(nn.ReLU())
-        self.net = nn.Sequential(*layers)
-        nn.init.zeros_(self.net[-1].weight)
-        nn.init.zeros_(self.net[-1].bias)
+        in_degrees = order + 1
+        self.net = masked_network(in_degrees, in_degrees.repeat(n_params), tuple(hidden_features), context_features)
 
     def forward(self, x, context=None):
         h = soft_clamp(x, INPUT_BOUND)

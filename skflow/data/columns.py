@@ -1,0 +1,119 @@
+"""Mixed-type tables: which columns are discrete, their categories, and the way back.
+
+A DataFrame with boolean, ``category`` or string (object) columns is a mixed
+table. :class:`TableEncoder` turns it into one float array: continuous
+columns (floats, and integers, which keep the tabular estimators' uniform
+dequantization) as they are, discrete columns as integer codes
+``0 .. K_i - 1`` into their categories (-1 for a category not seen in fit).
+The estimators then model ``log P(discrete) + log p(continuous | discrete)``
+(:class:`skflow.flows.MixedFlow`) and give samples back with the training
+dtypes.
+
+Integer columns stay continuous (dequantized, scored at the integer) rather
+than becoming categories: counts such as doctor visits take dozens of values,
+are ordered, and may take values unseen in training; a softmax over observed
+values would ignore all three. Give a column the ``category`` dtype to model
+it as discrete.
+"""
+
+import numpy as np
+import pandas as pd
+from pandas.api import types
+
+__all__ = ["TableEncoder", "is_mixed_table"]
+
+
+def _is_discrete(dtype):
+    return (
+        types.is_bool_dtype(dtype)
+        or isinstance(dtype, pd.CategoricalDtype)
+        or types.is_object_dtype(dtype)
+        or types.is_string_dtype(dtype)
+    )
+
+
+def is_mixed_table(X):
+    """Whether X is a DataFrame with at least one boolean, category or string column."""
+    return isinstance(X, pd.DataFrame) and any(_is_discrete(dtype) for dtype in X.dtypes)
+
+
+def _categories(column):
+    if isinstance(column.dtype, pd.CategoricalDtype):
+        return np.asarray(column.dtype.categories, dtype=object)
+    if types.is_bool_dtype(column.dtype):
+        return np.array([False, True], dtype=object)
+    return np.asarray(sorted(column.unique(), key=str), dtype=object)
+
+
+class TableEncoder:
+    """Split a DataFrame into continuous values and discrete codes, and back.
+
+    Attributes (after ``fit``)
+    --------------------------
+    columns_ : list
+        Column names, in order.
+    dtypes_ : pandas.Series
+        Their dtypes, restored by :meth:`inverse_transform`.
+    discrete_ : ndarray of bool
+        Which columns are discrete.
+    categories_ : list of ndarray
+        The categories of each discrete column (codes index into them).
+    """
+
+    def fit(self, df):
+        self.columns_ = list(df.columns)
+        self.dtypes_ = df.dtypes
+        self.discrete_ = np.array([_is_discrete(dtype) for dtype in df.dtypes])
+        self._check_missing(df)
+        self.categories_ = [_categories(df[c]) for c, d in zip(df.columns, self.discrete_) if d]
+        return self
+
+    @property
+    def cardinalities_(self):
+        return [len(c) for c in self.categories_]
+
+    def _check_missing(self, df):
+        missing = [c for c, d in zip(df.columns, self.discrete_) if d and df[c].isna().any()]
+        if missing:
+            raise ValueError(
+                f"Discrete columns {missing} contain missing values; fill them (e.g. with a category of "
+                "their own) or drop those rows."
+            )
+
+    def transform(self, df):
+        """Float array ``(n, n_columns)``: continuous values and category codes (-1: unseen)."""
+        if not isinstance(df, pd.DataFrame) or list(df.columns) != self.columns_:
+            raise ValueError(f"X must be a DataFrame with the columns seen in fit: {self.columns_}.")
+        self._check_missing(df)
+        out = np.empty((len(df), len(self.columns_)))
+        categories = iter(self.categories_)
+        for j, (name, discrete) in enumerate(zip(self.columns_, self.discrete_)):
+            column = df[name]
+            if discrete:
+                known = next(categories)
+                lookup = {value: code for code, value in enumerate(known)}
+                out[:, j] = [lookup.get(value, -1) for value in column.astype(object)]
+                continue
+            try:
+                values = column.to_numpy(dtype=np.float64, na_value=np.nan)
+            except (TypeError, ValueError) as error:
+                raise ValueError(f"Column {name!r} is neither numeric nor discrete: {error}") from None
+            if not np.all(np.isfinite(values)):
+                raise ValueError(f"Column {name!r} contains NaN or infinite values.")
+            out[:, j] = values
+        return out
+
+    def inverse_transform(self, A):
+        """A DataFrame with the training columns and dtypes from values and codes."""
+        data = {}
+        categories = iter(self.categories_)
+        for j, (name, discrete) in enumerate(zip(self.columns_, self.discrete_)):
+            dtype = self.dtypes_[name]
+            if discrete:
+                values = next(categories)[np.clip(A[:, j].astype(np.int64), 0, None)]
+                data[name] = pd.Series(values).astype(dtype)
+            elif types.is_integer_dtype(dtype):
+                data[name] = pd.Series(np.round(A[:, j])).astype(dtype)
+            else:
+                data[name] = pd.Series(A[:, j]).astype(dtype)
+        return pd.DataFrame(data, columns=self.columns_)
