@@ -16,6 +16,7 @@ and ``_sample_scaled``. None overrides ``fit``, ``score_samples`` or the
 sampling itself.
 """
 
+import copy
 from numbers import Integral, Real
 
 import numpy as np
@@ -137,11 +138,11 @@ def resolve_device(device):
 
 
 @torch.no_grad()
-def batched(fn, n_rows, batch_size, device, **arrays):
+def batched(fn, n_rows, batch_size, device, dtype=torch.float32, **arrays):
     """Call ``fn(n=size, **tensors)`` on consecutive batches; concatenate its outputs as float64.
 
     ``arrays`` (numpy, or None) are sliced per batch and moved to ``device``
-    as float32 tensors; None stays None and is not passed. ``fn`` returns a
+    as ``dtype`` tensors; None stays None and is not passed. ``fn`` returns a
     tensor, or a tuple of tensors (then a tuple of arrays comes back). The one
     inference loop of skflow: scoring and sampling all go through it.
     """
@@ -149,7 +150,7 @@ def batched(fn, n_rows, batch_size, device, **arrays):
     for start in range(0, n_rows, batch_size):
         stop = min(start + batch_size, n_rows)
         tensors = {
-            key: torch.as_tensor(value[start:stop], dtype=torch.float32, device=device)
+            key: torch.as_tensor(value[start:stop], dtype=dtype, device=device)
             for key, value in arrays.items()
             if value is not None
         }
@@ -412,6 +413,28 @@ class FlowDensity(DensityMixin, BaseEstimator):
         module.eval()
         return module
 
+    def _scoring_module(self):
+        """The module that scores, and its dtype: on the CPU a cached float64 copy.
+
+        float32 kernels round differently for different batch sizes, so a
+        row's float32 score could depend (in its 7th digit) on which rows it
+        is scored with; in float64 it does not. On a GPU the float32 module
+        scores (float64 is slow there).
+        """
+        module = self._module
+        if self._device().type != "cpu":
+            return module, torch.float32
+        cached = self.__dict__.get("_module64")
+        if cached is None or cached[0] is not module:
+            cached = (module, copy.deepcopy(module).double().eval())
+            self._module64 = cached
+        return cached[1], torch.float64
+
+    def __getstate__(self):
+        state = super().__getstate__()
+        state.pop("_module64", None)  # a cache, rebuilt on the first score
+        return state
+
     def _device(self):
         return next(self.net_.module_.parameters()).device
 
@@ -419,18 +442,19 @@ class FlowDensity(DensityMixin, BaseEstimator):
         """``log p(z | context)`` per row in the flow's units, tail guard included; averaged in
         probability over ``n_score_draws`` dequantization draws (an importance-weighted bound) when
         dequantized; ``log P(d) + log p(c | d)`` for a mixed table."""
-        module = self._module
+        module, dtype = self._scoring_module()
+        device, size = self._device(), self._inference_batch
         score = lambda n, **batch: module(**batch)
         if isinstance(module, MixedFlow):  # the tail guard acts on the continuous part
             parts = lambda n, **batch: module.log_prob_parts(**batch)
-            discrete, continuous = batched(parts, len(Z), self._inference_batch, self._device(), x=Z, context=context)
+            discrete, continuous = batched(parts, len(Z), size, device, dtype, x=Z, context=context)
             columns = ~self.standardizer_.discrete_
             return discrete + _with_tail_guard(continuous, Z[:, columns], self._tail_weight * columns.any())
         if not isinstance(module, DequantizedFlow):
-            log_prob = batched(score, len(Z), self._inference_batch, self._device(), x=Z, context=context)
+            log_prob = batched(score, len(Z), size, device, dtype, x=Z, context=context)
             return _with_tail_guard(log_prob, Z, self._tail_weight)
         draws = [
-            batched(score, len(Z), self._inference_batch, self._device(), x=Z, context=context, noise=noise)
+            batched(score, len(Z), size, device, dtype, x=Z, context=context, noise=noise)
             for noise in scoring_noise(Z, self.n_score_draws)
         ]
         return logsumexp(draws, axis=0) - np.log(len(draws))

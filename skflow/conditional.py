@@ -100,6 +100,11 @@ class FlowRegressor(RegressorMixin, BaseEstimator):
         "random_state": ["random_state"],
     }
 
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.target_tags.multi_output = True  # several target columns are modelled jointly
+        return tags
+
     def __init__(self, estimator=None, *, n_samples=1000, random_state=None):
         self.estimator = estimator
         self.n_samples = n_samples
@@ -107,9 +112,19 @@ class FlowRegressor(RegressorMixin, BaseEstimator):
 
     # ------------------------------------------------------------------ fit
     def _validate_xy(self, X, y, reset):
+        """Validated X and y, y as a 2-D ``(n, n_outputs)`` array; with ``reset`` records y's dimension."""
         X, y = validate_data(
-            self, X, y, reset=reset, multi_output=True, y_numeric=True, dtype=np.float64, ensure_min_samples=2
+            self,
+            X,
+            y,
+            reset=reset,
+            multi_output=True,
+            y_numeric=True,
+            dtype=np.float64,
+            ensure_min_samples=2 if reset else 1,
         )
+        if reset:
+            self._y_ndim = y.ndim
         return X, y.reshape(len(y), -1)
 
     def _context(self, X):
@@ -139,7 +154,6 @@ class FlowRegressor(RegressorMixin, BaseEstimator):
             )
         X, Y = self._validate_xy(X, y, reset=True)
         self.n_outputs_ = Y.shape[1]
-        self._y_ndim = np.ndim(y)
         self.x_mean_ = X.mean(axis=0)
         scale = X.std(axis=0)
         self.x_scale_ = np.where(scale > 1e-12 * np.maximum(1.0, np.abs(self.x_mean_)), scale, 1.0)
@@ -182,6 +196,7 @@ class FlowRegressor(RegressorMixin, BaseEstimator):
 
     def _conditional_grid(self, X):
         """1-D targets: grid ``(G,)`` in y's units and the normalised density ``(n, G)`` on it."""
+        check_is_fitted(self)
         if self.n_outputs_ != 1:
             raise ValueError(
                 "Quantiles and intervals are defined for a single target column (n_outputs_ == 1)."
@@ -216,6 +231,7 @@ class FlowRegressor(RegressorMixin, BaseEstimator):
         -------
         y : ndarray of shape (n_samples,) or (n_samples, n_outputs)
         """
+        check_is_fitted(self)
         if self.n_outputs_ == 1:
             grid, density = self._conditional_grid(X)
             return self._as_target(np.trapezoid(density * grid, grid, axis=1)[:, None])

@@ -54,18 +54,6 @@ def build_flow(name, n_features, n_transforms, hidden_features):
     return Flow(Compose(affine, *layers), StandardNormal(n_features))
 
 
-def _build_flow(name, n_features, n_transforms, hidden_features):
-    """Standard normal noise -> ``n_transforms`` layers -> a learned per-feature affine map.
-
-    The affine map sits on the data side, so it carries the target's location
-    and scale while the layers work on inputs of about unit scale.
-    """
-    layers = [FLOW_LAYERS[name](n_features, k, n_transforms, hidden_features) for k in range(n_transforms)]
-    affine = ActNorm(n_features)
-    affine.initialized.fill_(True)  # no data-dependent initialisation: there is no data
-    return Flow(Compose(affine, *layers), StandardNormal(n_features))
-
-
 #: Samples behind the reported ``elbo_``.
 ELBO_SAMPLES = 8192
 #: Flows that can evaluate their own density at arbitrary points.
@@ -147,7 +135,7 @@ class VariationalDensity(DensityMixin, BaseEstimator):
 
     See Also
     --------
-    skflow.iaf.IAFDensity : IAF fitted to samples (forward KL).
+    skflow.IAFDensity : IAF fitted to samples (forward KL).
 
     References
     ----------
@@ -244,7 +232,7 @@ class VariationalDensity(DensityMixin, BaseEstimator):
         device = resolve_device(self.device)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(init_seed)
-            flow = _build_flow(self.flow, self.n_features, n_transforms, hidden).to(device)
+            flow = build_flow(self.flow, self.n_features, n_transforms, hidden).to(device)
         generator = torch.Generator(device=device).manual_seed(loop_seed)
         history = fit_reverse_kl(
             flow,

@@ -30,7 +30,6 @@ from skflow import (
 )
 
 
-
 @pytest.fixture(autouse=True, scope="module")
 def _one_torch_thread():
     """Tiny models train several times faster on one thread (no OpenMP contention)."""
@@ -45,9 +44,15 @@ STACKED = dict(TINY, n_transforms=1)
 IMAGE = dict(image_shape=(1, 4, 4), n_levels=1, hidden_channels=4, n_blocks=1, max_epochs=2)
 
 
-def _standard_normal(x):
-    """Unnormalised log-density of N(0, I) (module level, so the estimator pickles)."""
-    return -0.5 * (x**2).sum(dim=1)
+class StandardNormalLogProb:
+    """Unnormalised log-density of N(0, I): a module-level callable, so the estimator pickles,
+    with a stable repr, so the test ids do not hold a memory address."""
+
+    def __call__(self, x):
+        return -0.5 * (x**2).sum(dim=1)
+
+    def __repr__(self):
+        return "StandardNormalLogProb()"
 
 
 ESTIMATORS = [
@@ -63,7 +68,13 @@ ESTIMATORS = [
     TarFlowDensity(n_blocks=1, n_layers=1, channels=4, n_heads=2, max_epochs=2),
     FlowOutlierDetector(MAFDensity(**STACKED, validation_fraction=0.0)),
     VariationalDensity(
-        _standard_normal, 2, flow="realnvp", n_transforms=1, hidden_features=(4,), batch_size=16, max_steps=2
+        StandardNormalLogProb(),
+        2,
+        flow="realnvp",
+        n_transforms=1,
+        hidden_features=(4,),
+        batch_size=16,
+        max_steps=2,
     ),
 ]
 
@@ -140,9 +151,7 @@ def test_every_public_estimator_is_checked():
     import skflow
 
     public = {
-        name
-        for name in skflow.__all__
-        if isinstance(getattr(skflow, name), type) and name != "FlowDensity"
+        name for name in skflow.__all__ if isinstance(getattr(skflow, name), type) and name != "FlowDensity"
     }
     assert public - CHECKED_ELSEWHERE == {type(e).__name__ for e in ESTIMATORS}
     assert {e.coupling_map for e in ESTIMATORS if isinstance(e, RealNVPDensity)} == {"affine", "spline"}

@@ -25,7 +25,9 @@ def _one_torch_thread():
 
 def _perturbed_iaf(n_features, seed, context_features=0):
     order = torch.randperm(n_features)
-    layer = Inverse(MaskedAffineAutoregressive(n_features, (16, 16), order, context_features=context_features)).double()
+    layer = Inverse(
+        MaskedAffineAutoregressive(n_features, (16, 16), order, context_features=context_features)
+    ).double()
     gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for p in layer.parameters():

@@ -138,7 +138,10 @@ def test_grid_search_tunes_nested_parameters():
 
 @pytest.mark.parametrize(
     "density",
-    [NSFDensity(n_transforms=1, hidden_features=(16,), max_epochs=10), RealNVPDensity(coupling_map="spline", n_transforms=2, hidden_features=(16,), max_epochs=10)],
+    [
+        NSFDensity(n_transforms=1, hidden_features=(16,), max_epochs=10),
+        RealNVPDensity(coupling_map="spline", n_transforms=2, hidden_features=(16,), max_epochs=10),
+    ],
     ids=["nsf", "realnvp_spline"],
 )
 def test_spline_flows_flag_far_points(density):

@@ -19,6 +19,7 @@ def _one_torch_thread():
     yield
     torch.set_num_threads(threads)
 
+
 # ---------------------------------------------------------------- targets
 MEAN = torch.tensor([1.0, -1.0, 0.5])
 _L = torch.tensor([[2.0, 0.0, 0.0], [0.4, 0.3, 0.0], [-0.6, 0.2, 0.7]])
@@ -242,7 +243,13 @@ def test_invalid_parameters_rejected():
 
 
 def test_device_is_resolved_at_fit():
-    kwargs = {"flow": "realnvp", "n_transforms": 1, "hidden_features": (4,), "max_steps": 3, "random_state": 0}
+    kwargs = {
+        "flow": "realnvp",
+        "n_transforms": 1,
+        "hidden_features": (4,),
+        "max_steps": 3,
+        "random_state": 0,
+    }
     cpu = VariationalDensity(_standard_normal, 2, device=torch.device("cpu"), **kwargs).fit()
     assert next(cpu.flow_.parameters()).device == torch.device("cpu")
     by_name = VariationalDensity(_standard_normal, 2, device="cpu", **kwargs).fit()

@@ -1,0 +1,176 @@
+"""FlowRegressor: conditional densities p(y | x) as scikit-learn regressors."""
+
+import pickle
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy.integrate import quad
+from sklearn.exceptions import NotFittedError
+from sklearn.model_selection import GridSearchCV
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+from sklearn.utils.estimator_checks import parametrize_with_checks
+
+from skflow import (
+    FlowRegressor,
+    MADEDensity,
+    MAFDensity,
+    NSFDensity,
+    RealNVPDensity,
+    conditional_log_likelihood,
+)
+
+SMALL = dict(hidden_features=(16,), max_epochs=100, random_state=0)
+
+
+def _data(n=300, seed=0, k=1):
+    """Heteroscedastic targets: y = x^2 + (0.2 + 0.3 |x|) noise."""
+    rng = np.random.default_rng(seed)
+    X = rng.uniform(-2, 2, size=(n, 2))
+    noise = rng.normal(size=(n, k)) * (0.2 + 0.3 * np.abs(X[:, :1]))
+    Y = X[:, :1] ** 2 + noise + np.arange(k)
+    return X, (Y[:, 0] if k == 1 else Y)
+
+
+@pytest.fixture(scope="module")
+def fitted():
+    X, y = _data()
+    return FlowRegressor(MAFDensity(n_transforms=2, **SMALL), random_state=0).fit(X, y), X, y
+
+
+def test_shapes_and_dtypes(fitted):
+    reg, X, y = fitted
+    scores = reg.score_samples(X[:5], y[:5])
+    assert scores.shape == (5,) and scores.dtype == np.float64
+    assert reg.predict(X[:5]).shape == (5,)
+    assert reg.predict_quantiles(X[:5], [0.1, 0.5, 0.9]).shape == (5, 3)
+    assert reg.predict_interval(X[:5]).shape == (5, 2)
+    assert reg.sample_y(X[:5], 7, random_state=0).shape == (5, 7)
+
+
+def test_conditional_density_integrates_to_one_in_1d(fitted):
+    reg, X, _ = fitted
+    for x in X[:3]:
+        mass = quad(lambda v: np.exp(reg.score_samples(x[None], [v])[0]), -30, 30, limit=200)[0]
+        assert mass == pytest.approx(1.0, abs=3e-3)
+
+
+def test_conditional_density_integrates_to_one_in_2d():
+    X, Y = _data(k=2)
+    reg = FlowRegressor(NSFDensity(n_transforms=1, **SMALL), random_state=0).fit(X, Y)
+    grid = np.linspace(-8, 10, 181)
+    a, b = np.meshgrid(grid, grid, indexing="ij")
+    points = np.column_stack([a.ravel(), b.ravel()])
+    density = np.exp(reg.score_samples(np.repeat(X[:1], len(points), axis=0), points)).reshape(a.shape)
+    assert np.trapezoid(np.trapezoid(density, grid, axis=1), grid) == pytest.approx(1.0, abs=1e-2)
+    assert reg.predict(X[:4]).shape == (4, 2)
+    assert reg.sample_y(X[:3], 5, random_state=0).shape == (3, 2, 5)
+
+
+@pytest.mark.parametrize("k", [1, 2])
+def test_change_of_units_shifts_by_log_c(k):
+    X, Y = _data(k=k)
+    c = 1000.0
+    a = FlowRegressor(MAFDensity(n_transforms=1, **SMALL), random_state=0).fit(X, Y)
+    b = FlowRegressor(MAFDensity(n_transforms=1, **SMALL), random_state=0).fit(X, c * Y)
+    np.testing.assert_allclose(b.score_samples(X, c * Y), a.score_samples(X, Y) - k * np.log(c), atol=1e-4)
+
+
+def test_mean_quantiles_and_intervals_are_consistent(fitted):
+    reg, X, y = fitted
+    X_test, y_test = _data(400, seed=1)
+    quantiles = reg.predict_quantiles(X_test, [0.05, 0.25, 0.5, 0.75, 0.95])
+    assert np.all(np.diff(quantiles, axis=1) > 0)
+    interval = reg.predict_interval(X_test, coverage=0.9)
+    np.testing.assert_allclose(interval, quantiles[:, [0, 4]])
+    covered = np.mean((y_test >= interval[:, 0]) & (y_test <= interval[:, 1]))
+    assert 0.8 < covered < 0.97
+    # heteroscedastic: intervals widen with |x|
+    width = interval[:, 1] - interval[:, 0]
+    assert np.corrcoef(np.abs(X_test[:, 0]), width)[0, 1] > 0.5
+    # the grid mean agrees with the mean of many samples
+    draws = reg.sample_y(X_test[:5], 4000, random_state=0)
+    np.testing.assert_allclose(reg.predict(X_test[:5]), draws.mean(axis=1), atol=0.05)
+    assert reg.score(X_test, y_test) > 0.6  # R^2 of the conditional mean
+
+
+@pytest.mark.parametrize(
+    "density",
+    [MADEDensity(**SMALL), NSFDensity(n_transforms=1, **SMALL), RealNVPDensity(n_transforms=2, **SMALL)],
+)
+def test_any_tabular_flow_serves(density):
+    X, y = _data(200)
+    reg = FlowRegressor(density, random_state=0).fit(X, y)
+    assert np.all(np.isfinite(reg.score_samples(X, y)))
+
+
+def test_integer_targets_are_dequantized():
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(300, 1))
+    y = rng.poisson(np.exp(1 + 0.5 * X[:, 0]))
+    reg = FlowRegressor(MAFDensity(n_transforms=1, **SMALL), random_state=0).fit(X, y)
+    assert reg.estimator_.standardizer_.integer_.all()
+    assert np.issubdtype(reg.sample_y(X[:3], 4, random_state=0).dtype, np.floating)
+    # the mass of the integers near x = 0 sums to about one (densities at integer cells of width 1)
+    mass = np.exp(reg.score_samples(np.zeros((40, 1)), np.arange(40))).sum()
+    assert mass == pytest.approx(1.0, abs=0.05)
+
+
+def test_reproducible_and_picklable(fitted):
+    reg, X, y = fitted
+    again = FlowRegressor(MAFDensity(n_transforms=2, **SMALL), random_state=0).fit(X, y)
+    np.testing.assert_array_equal(reg.score_samples(X, y), again.score_samples(X, y))
+    np.testing.assert_array_equal(
+        reg.sample_y(X[:3], 3, random_state=1), again.sample_y(X[:3], 3, random_state=1)
+    )
+    loaded = pickle.loads(pickle.dumps(reg))
+    np.testing.assert_array_equal(loaded.predict(X[:4]), reg.predict(X[:4]))
+
+
+def test_pandas_in_and_errors(fitted):
+    reg, X, y = fitted
+    frame = pd.DataFrame(X, columns=["a", "b"])
+    named = FlowRegressor(MAFDensity(n_transforms=1, **SMALL)).fit(frame, pd.Series(y, name="target"))
+    assert list(named.feature_names_in_) == ["a", "b"]
+    assert named.predict(frame.iloc[:3]).shape == (3,)
+    with pytest.raises(NotFittedError):
+        FlowRegressor().predict(X)
+    with pytest.raises(ValueError, match="NaN"):
+        FlowRegressor(MAFDensity(**SMALL)).fit(np.where(X > 1.9, np.nan, X), y)
+    with pytest.raises(ValueError):
+        FlowRegressor(MAFDensity(**SMALL)).fit(X, np.array(["a"] * len(y)))
+    with pytest.raises(ValueError, match="features"):
+        reg.predict(X[:, :1])
+    with pytest.raises(ValueError, match="columns"):
+        reg.score_samples(X[:3], np.ones((3, 2)))
+    with pytest.raises(ValueError, match="between 0 and 1"):
+        reg.predict_quantiles(X[:3], [0.5, 1.5])
+    with pytest.raises(ValueError, match="between 0 and 1"):
+        reg.predict_interval(X[:3], coverage=1.0)
+
+
+def test_grid_search_selects_by_conditional_log_likelihood():
+    X, y = _data(200)
+    pipe = make_pipeline(StandardScaler(), FlowRegressor(MAFDensity(**SMALL), random_state=0))
+    grid = {"flowregressor__estimator__n_transforms": [1, 2]}
+    search = GridSearchCV(pipe, grid, cv=2, scoring=conditional_log_likelihood).fit(X, y)
+    best = search.best_estimator_
+    assert search.best_score_ == pytest.approx(max(search.cv_results_["mean_test_score"]))
+    assert conditional_log_likelihood(best, X, y) == pytest.approx(
+        np.mean(best[-1].score_samples(best[0].transform(X), y))
+    )
+
+
+def _expected_failures(estimator):
+    """Checks that call ``score_samples(X)`` without y: a conditional density needs the targets."""
+    reason = "score_samples(X, y) is log p(y | x) and needs y; the check calls score_samples(X)"
+    return {"check_methods_sample_order_invariance": reason, "check_methods_subset_invariance": reason}
+
+
+@parametrize_with_checks(
+    [FlowRegressor(MAFDensity(n_transforms=2, hidden_features=(32,), max_epochs=100), random_state=0)],
+    expected_failed_checks=_expected_failures,
+)
+def test_sklearn_compatible(estimator, check):
+    check(estimator)
