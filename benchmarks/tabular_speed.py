@@ -36,7 +36,7 @@ class SkflowModuleByHand(ZukoMAF):
         self.mean_, self.scale_ = X.mean(axis=0), X.std(axis=0)
         Z = torch.as_tensor((X - self.mean_) / self.scale_, dtype=torch.float32)
         estimator = MAFDensity(n_transforms=self.n_transforms, hidden_features=self.hidden_features)
-        self.module_ = estimator._build_flow(X.shape[1])
+        self.module_ = estimator._build_flow(X.shape[1], 0)
         optimizer = torch.optim.AdamW(self.module_.parameters(), lr=self.lr, weight_decay=self.weight_decay)
         self.module_.train()
         for _ in range(self.max_epochs):
@@ -81,17 +81,17 @@ def profile_fit(X, epochs, batch_size):
     total = _cumulative(stats, "skflow/base.py", "fit")
     closure = _cumulative(stats, "skorch/net.py", "step_fn")
     parts = {
-        "forward (flow log_prob, loss)": _cumulative(stats, "skflow/_training.py", "infer"),
+        "forward (flow log_prob, loss)": _cumulative(stats, "skflow/training/net.py", "infer"),
         "backward": _cumulative(stats, "torch/_tensor.py", "backward"),
         "AdamW step (without the closure)": _cumulative(stats, "torch/optim/adam.py", "step") - closure,
         "callbacks: DivergenceGuard.on_grad_computed (clipping + finiteness check)": _cumulative(
-            stats, "skflow/_training.py", "on_grad_computed"),
+            stats, "skflow/training/callbacks.py", "on_grad_computed"),
         "callbacks: DivergenceGuard.on_batch_end (loss check)": _cumulative(
-            stats, "skflow/_training.py", "on_batch_end"),
+            stats, "skflow/training/callbacks.py", "on_batch_end"),
         "callbacks: all notify() calls": _cumulative(stats, "skorch/net.py", "notify"),
         "zero_grad": _cumulative(stats, "skorch/net.py", "_zero_grad_optimizer"),
         "history.record_batch": _cumulative(stats, "skorch/history.py", "record_batch"),
-        "batch iterator": _cumulative(stats, "skflow/_training.py", "__iter__"),
+        "batch iterator": _cumulative(stats, "skflow/training/net.py", "__iter__"),
     }
     return total, parts
 
