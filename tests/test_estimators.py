@@ -602,9 +602,8 @@ def test_scoring_and_sampling_run_in_batches(name, wine, monkeypatch):
     expected = est.score_samples(wine)
     samples = est.sample(40, random_state=0)
     calls = []
-    hook = est.net_.module_.register_forward_pre_hook(
-        lambda module, args, kwargs: calls.append(1), with_kwargs=True
-    )
+    scorer = est._scoring_module()[0]  # the module that scores (a float64 copy on the CPU)
+    hook = scorer.register_forward_pre_hook(lambda module, args, kwargs: calls.append(1), with_kwargs=True)
     monkeypatch.setattr(est, "_inference_batch", 7)
     np.testing.assert_allclose(est.score_samples(wine), expected, rtol=1e-6)
     assert len(calls) == -(-len(wine) // 7)
@@ -634,8 +633,9 @@ def test_tail_guard_bounds_unseen_values_of_a_near_constant_column(name):
     # and the guard costs at most log(1 - w) where the flow is confident
     typical = est.score_samples(X[:200])
     Z = est.standardizer_.transform(X[:200])
+    scorer, dtype = est._scoring_module()
     with torch.no_grad():
-        flow = est.net_.module_.eval()(torch.as_tensor(Z, dtype=torch.float32)).double().numpy()
+        flow = scorer(torch.as_tensor(Z, dtype=dtype)).double().numpy()
     flow_only = flow + est.standardizer_.log_det_
     assert np.all(typical >= flow_only + np.log1p(-skflow.base.TAIL_WEIGHT) - 1e-9)
 

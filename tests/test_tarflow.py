@@ -406,16 +406,16 @@ def test_discrete_bound_bookkeeping(extra):
 def test_marginal_is_logsumexp_over_classes(conditional, digits):
     X, y = digits
     flow = conditional
-    module = flow.net_.module_.eval()
-    x = torch.as_tensor(X[:20], dtype=torch.float32)
+    module, dtype = flow._scoring_module()  # the module that scores (a float64 copy on the CPU)
+    x = torch.as_tensor(X[:20], dtype=dtype)
     per_class = []
     for c in range(10):
-        context = torch.zeros(20, 10)
+        context = torch.zeros(20, 10, dtype=dtype)
         context[:, c] = 1.0
         logs = []
         for u in scoring_noise(X[:20], 4):
             with torch.no_grad():
-                logs.append(module(x, context, torch.as_tensor(u, dtype=torch.float32)).double().numpy())
+                logs.append(module(x, context, torch.as_tensor(u, dtype=dtype)).double().numpy())
         per_class.append(logsumexp(logs, axis=0) - np.log(4))
     joint = np.stack(per_class, axis=1) + np.log(flow.class_prior_)
     assert np.ptp(joint - np.log(flow.class_prior_), axis=1).min() > 0  # the class context is used
