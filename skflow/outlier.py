@@ -10,6 +10,7 @@ The detector follows scikit-learn's outlier conventions (those of
 from numbers import Integral, Real
 
 import numpy as np
+from joblib import Parallel, delayed
 from sklearn.base import BaseEstimator, OutlierMixin, _fit_context, clone
 from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
@@ -104,6 +105,11 @@ class FlowOutlierDetector(OutlierMixin, BaseEstimator):
         Seeds the copies: each gets its own ``random_state`` drawn from this
         one, overriding the estimator's (as in scikit-learn's ensembles).
         Fix it for reproducible results.
+    n_jobs : int, default=None
+        Copies fitted in parallel by joblib (None: one at a time, -1: all
+        cores); under ``joblib.parallel_config(backend="dask")`` they run on a
+        dask cluster. Results agree up to floating-point rounding (workers may
+        run torch with a different number of threads).
 
     Attributes
     ----------
@@ -162,14 +168,18 @@ class FlowOutlierDetector(OutlierMixin, BaseEstimator):
         "trim": [Interval(Real, 0.0, 0.5, closed="left")],
         "contamination": [StrOptions({"auto"}), Interval(Real, 0.0, 0.5, closed="right")],
         "random_state": ["random_state"],
+        "n_jobs": [Integral, None],
     }
 
-    def __init__(self, estimator=None, *, n_estimators=1, trim=0.0, contamination="auto", random_state=None):
+    def __init__(
+        self, estimator=None, *, n_estimators=1, trim=0.0, contamination="auto", random_state=None, n_jobs=None
+    ):
         self.estimator = estimator
         self.n_estimators = n_estimators
         self.trim = trim
         self.contamination = contamination
         self.random_state = random_state
+        self.n_jobs = n_jobs
 
     @_fit_context(prefer_skip_nested_validation=False)
     def fit(self, X, y=None):
@@ -193,10 +203,8 @@ class FlowOutlierDetector(OutlierMixin, BaseEstimator):
         X, self.sample_shape_ = _as_rows(X)
         X = self._validate(X, reset=True)
         estimator = _default_estimator() if self.estimator is None else self.estimator
-        self.estimators_ = [
-            self._fit_member(member, X)
-            for member in _seed_members(estimator, self.n_estimators, self.random_state)
-        ]
+        members = _seed_members(estimator, self.n_estimators, self.random_state)
+        self.estimators_ = Parallel(n_jobs=self.n_jobs)(delayed(self._fit_member)(member, X) for member in members)
         self.estimator_ = self.estimators_[0]
         self.offset_ = _compute_offset(self._score(X), self.contamination)
         return self

@@ -248,3 +248,13 @@ def test_images_are_passed_to_an_image_density():
     np.testing.assert_allclose(detector.score_samples(images[:5].reshape(5, 64)), scores)
     with pytest.raises(ValueError, match="features"):
         detector.score_samples(np.zeros((2, 7, 7)))
+
+
+def test_copies_fit_in_parallel_with_the_same_result():
+    X = np.random.RandomState(0).normal(size=(200, 3))
+    make = lambda n_jobs: FlowOutlierDetector(  # noqa: E731
+        MAFDensity(max_epochs=3, n_transforms=1, hidden_features=(8,)), n_estimators=2, random_state=0, n_jobs=n_jobs
+    )
+    serial, parallel = make(None).fit(X), make(2).fit(X)
+    np.testing.assert_allclose(parallel.score_samples(X), serial.score_samples(X), rtol=1e-6, atol=1e-6)
+    assert parallel.offset_ == pytest.approx(serial.offset_, abs=1e-6)
