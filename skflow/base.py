@@ -116,10 +116,15 @@ def _with_tail_guard(log_flow, Z, weight=TAIL_WEIGHT):
 def resolve_device(device):
     """A ``torch.device`` for ``device``; "auto" is CUDA when present, else the CPU.
 
+    Inside a dask worker on a host with several GPUs, "auto" gives each worker
+    its own GPU (see :func:`skflow.distributed.worker_device`).
+
     Raises a ValueError naming the problem when the device does not exist here.
     """
     if isinstance(device, str) and device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        from .distributed import worker_device  # dask-free: inside a dask worker, one GPU per worker
+
+        return worker_device()
     try:
         device = torch.device(device)
     except (RuntimeError, TypeError) as error:
@@ -390,6 +395,8 @@ class FlowDensity(DensityMixin, BaseEstimator):
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(init_seed)
             module = self._build_module(Z.shape[1], 0 if context is None else context.shape[1])
+            if isinstance(module, MixedFlow):
+                module.categorical.init_marginals(Z[train][:, self.standardizer_.discrete_])
             net = self._make_net(module, device, valid_set, loop_seed)
             net.fit(TensorDataset(*rows(train), device=device), None)
         self.net_ = net

@@ -71,7 +71,7 @@ def test_fitted_discrete_part_is_exact_and_continuous_part_integrates_to_one():
         mass = quad(density, -30, 30, limit=200, points=[-1.0, 2.0])[0]
         module = est.net_.module_
         codes = torch.as_tensor(est.table_.transform(df.iloc[:1].assign(colour=colour, flag=flag)))
-        discrete = float(module.categorical.log_prob(codes[:, :2].long()).exp())
+        discrete = float(module.categorical.log_prob(codes[:, :2].long()).exp().detach())
         assert mass == pytest.approx(discrete, rel=2e-3)  # p(value | cells) integrates to 1 given each cell
         total += mass
     assert total == pytest.approx(1.0, abs=2e-3)  # the seen cells hold all but the unseen reserve
@@ -167,3 +167,12 @@ def test_outlier_detector_on_a_mixed_table():
     odd = df.iloc[:2].assign(value=[40.0, -40.0])
     assert list(detector.predict(odd)) == [-1, -1]
     assert detector.decision_function(df).shape == (len(df),)
+
+
+def test_category_frequencies_are_learned_on_a_small_table():
+    # the first discrete column's distribution is the output bias alone: it starts at the frequencies
+    rng = np.random.default_rng(0)
+    df = pd.DataFrame({"c": rng.choice(["a", "b"], 300, p=[0.9, 0.1]), "x": rng.normal(size=300)})
+    est = MAFDensity(n_transforms=1, **FAST).fit(df)
+    share = (est.sample(4000, random_state=0)["c"] == "a").mean()
+    assert share == pytest.approx((df["c"] == "a").mean(), abs=0.04)
