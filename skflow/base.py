@@ -407,7 +407,7 @@ class FlowDensity(DensityMixin, BaseEstimator):
 
     def _check_trained(self, Z, context):
         """Refuse to return a model that cannot score its own training data."""
-        if not np.all(np.isfinite(self._log_prob(Z, context))):
+        if not np.all(np.isfinite(self._log_prob(Z, context, n_draws=1))):
             raise FloatingPointError(
                 "The fitted flow gives non-finite log-densities on its own training data. "
                 "Try a smaller `lr`, a larger `weight_decay` or a smaller model."
@@ -445,7 +445,7 @@ class FlowDensity(DensityMixin, BaseEstimator):
     def _device(self):
         return next(self.net_.module_.parameters()).device
 
-    def _log_prob(self, Z, context=None):
+    def _log_prob(self, Z, context=None, n_draws=None):
         """``log p(z | context)`` per row in the flow's units, tail guard included; averaged in
         probability over ``n_score_draws`` dequantization draws (an importance-weighted bound) when
         dequantized; ``log P(d) + log p(c | d)`` for a mixed table."""
@@ -462,7 +462,7 @@ class FlowDensity(DensityMixin, BaseEstimator):
             return _with_tail_guard(log_prob, Z, self._tail_weight)
         draws = [
             batched(score, len(Z), size, device, dtype, x=Z, context=context, noise=noise)
-            for noise in scoring_noise(Z, self.n_score_draws)
+            for noise in scoring_noise(Z, n_draws or self.n_score_draws)
         ]
         return logsumexp(draws, axis=0) - np.log(len(draws))
 

@@ -229,6 +229,7 @@ class TarFlowDensity(FlowDensity):
 
     _images = "optional"
     _tail_weight = 0.0
+    _check_rows = 1024  # rows re-scored after fit (a transformer over images is costly)
 
     # ---------------------------------------------------------------- hooks
     def _uses_logit(self):
