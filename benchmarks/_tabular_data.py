@@ -56,6 +56,39 @@ def split_set(name, seed):
     return train_test_split(load_set(name), test_size=TEST_FRACTION, random_state=seed)
 
 
+
+def fit_with_early_stopping(flow, epoch_losses, valid_nll, *, max_epochs, lr, weight_decay, patience):
+    """The peers' hand-written loop: AdamW on the batch losses, gradient norm clipped to 10, early stopping.
+
+    ``epoch_losses()`` yields one epoch's batch losses (minus mean log-likelihoods); ``valid_nll()``
+    (or None: no early stopping) gives the validation loss after each epoch. The best weights are
+    restored. Returns the number of epochs run.
+    """
+    optimizer = torch.optim.AdamW(flow.parameters(), lr=lr, weight_decay=weight_decay)
+    best, best_state, waited, n_iter = math.inf, None, 0, 0
+    for _ in range(max_epochs):
+        flow.train()
+        for loss in epoch_losses():
+            optimizer.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(flow.parameters(), 10.0)
+            optimizer.step()
+        n_iter += 1
+        if valid_nll is None:
+            continue
+        flow.eval()
+        nll = valid_nll()
+        if nll < best:
+            best, best_state, waited = nll, copy.deepcopy(flow.state_dict()), 0
+        else:
+            waited += 1
+            if waited >= patience:
+                break
+    if best_state is not None:
+        flow.load_state_dict(best_state)
+    flow.eval()
+    return n_iter
+
 class ZukoMAF:
     """zuko's MAF trained by a hand-written loop, scored in raw units.
 
@@ -99,31 +132,11 @@ class ZukoMAF:
         else:
             self.flow_ = zuko.flows.MAF(X.shape[1], transforms=self.n_transforms,
                                         hidden_features=tuple(self.hidden_features))
-        optimizer = torch.optim.AdamW(self.flow_.parameters(), lr=self.lr, weight_decay=self.weight_decay)
-        best, best_state, waited = math.inf, None, 0
-        self.n_iter_ = 0
-        for _ in range(self.max_epochs):
-            self.flow_.train()
-            for batch in Z_train[torch.randperm(len(Z_train))].split(self.batch_size):
-                loss = -self.flow_().log_prob(batch).mean()
-                optimizer.zero_grad()
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_(self.flow_.parameters(), 10.0)
-                optimizer.step()
-            self.n_iter_ += 1
-            if n_valid == 0:
-                continue
-            self.flow_.eval()
-            valid_nll = self._nll(Z_valid)
-            if valid_nll < best:
-                best, best_state, waited = valid_nll, copy.deepcopy(self.flow_.state_dict()), 0
-            else:
-                waited += 1
-                if waited >= self.patience:
-                    break
-        if best_state is not None:
-            self.flow_.load_state_dict(best_state)
-        self.flow_.eval()
+        epoch = lambda: (-self.flow_().log_prob(b).mean() for b in Z_train[torch.randperm(len(Z_train))].split(
+            self.batch_size))
+        self.n_iter_ = fit_with_early_stopping(
+            self.flow_, epoch, (lambda: self._nll(Z_valid)) if n_valid else None, max_epochs=self.max_epochs,
+            lr=self.lr, weight_decay=self.weight_decay, patience=self.patience)
         return self
 
     def score_samples(self, X):

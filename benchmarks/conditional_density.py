@@ -50,7 +50,6 @@ runs of methods no longer listed (e.g. the old ``Flow NSF (default)`` and
 """
 
 import argparse
-import copy
 import json
 import math
 import shlex
@@ -60,6 +59,7 @@ import warnings
 from pathlib import Path
 
 import numpy as np
+from _tabular_data import fit_with_early_stopping
 from scipy.special import logsumexp
 from scipy.stats import norm
 from sklearn.metrics import r2_score
@@ -438,29 +438,11 @@ class ZukoNSF:
         valid, train = order[:n_valid], order[n_valid:]
         self.flow_ = zuko.flows.NSF(features=Y.shape[1], context=X.shape[1], transforms=self.transforms,
                                     hidden_features=tuple(self.hidden_features))
-        optimizer = torch.optim.AdamW(self.flow_.parameters(), lr=self.lr, weight_decay=self.weight_decay)
-        best, best_state, waited = math.inf, None, 0
-        self.n_iter_ = 0
-        for _ in range(self.max_epochs):
-            self.flow_.train()
-            for batch in train[torch.randperm(len(train))].split(self.batch_size):
-                loss = -self.flow_(C[batch]).log_prob(Z[batch]).mean()
-                optimizer.zero_grad()
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_(self.flow_.parameters(), 10.0)
-                optimizer.step()
-            self.n_iter_ += 1
-            self.flow_.eval()
-            valid_nll = self._nll(C[valid], Z[valid])
-            if valid_nll < best:
-                best, best_state, waited = valid_nll, copy.deepcopy(self.flow_.state_dict()), 0
-            else:
-                waited += 1
-                if waited >= self.patience:
-                    break
-        if best_state is not None:
-            self.flow_.load_state_dict(best_state)
-        self.flow_.eval()
+        epoch = lambda: (-self.flow_(C[b]).log_prob(Z[b]).mean() for b in train[torch.randperm(len(train))].split(
+            self.batch_size))
+        self.n_iter_ = fit_with_early_stopping(
+            self.flow_, epoch, lambda: self._nll(C[valid], Z[valid]), max_epochs=self.max_epochs, lr=self.lr,
+            weight_decay=self.weight_decay, patience=self.patience)
         return self
 
     def log_density(self, X, Y):

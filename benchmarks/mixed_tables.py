@@ -69,9 +69,7 @@ processes with their own ``--cache`` files, and a last call with every cache rew
 """
 
 import argparse
-import copy
 import json
-import math
 import shlex
 import sys
 import time
@@ -81,7 +79,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from _tabular_data import DATA_DIR
+from _tabular_data import DATA_DIR, fit_with_early_stopping
 from pandas.api import types
 from scipy.special import logsumexp
 from sklearn.metrics import roc_auc_score
@@ -382,33 +380,19 @@ class ZukoOneHotMAF:
         Z_valid = scale(self._rows(split, codes[valid], C_clean[valid], generator))
         self.flow_ = zuko.flows.MAF(first.shape[1], transforms=self.n_transforms,
                                     hidden_features=tuple(self.hidden_features))
-        optimizer = torch.optim.AdamW(self.flow_.parameters(), lr=self.lr, weight_decay=self.weight_decay)
-        best, best_state, waited = math.inf, None, 0
-        self.n_iter_ = 0
-        for _ in range(self.max_epochs):
-            self.flow_.train()
+
+        def epoch():  # fresh dequantization noise every epoch, then shuffled batches
             Z_train = scale(self._rows(split, codes[train], C_clean[train], generator))
             for batch in Z_train[torch.randperm(len(Z_train))].split(self.batch_size):
-                loss = -self.flow_().log_prob(batch).mean()
-                optimizer.zero_grad()
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_(self.flow_.parameters(), 10.0)
-                optimizer.step()
-            self.n_iter_ += 1
-            if n_valid == 0:
-                continue
-            self.flow_.eval()
+                yield -self.flow_().log_prob(batch).mean()
+
+        def valid_nll():
             with torch.no_grad():
-                valid_nll = -float(self.flow_().log_prob(Z_valid).mean())
-            if valid_nll < best:
-                best, best_state, waited = valid_nll, copy.deepcopy(self.flow_.state_dict()), 0
-            else:
-                waited += 1
-                if waited >= self.patience:
-                    break
-        if best_state is not None:
-            self.flow_.load_state_dict(best_state)
-        self.flow_.eval()
+                return -float(self.flow_().log_prob(Z_valid).mean())
+
+        self.n_iter_ = fit_with_early_stopping(
+            self.flow_, epoch, valid_nll if n_valid else None, max_epochs=self.max_epochs, lr=self.lr,
+            weight_decay=self.weight_decay, patience=self.patience)
         return self
 
     def score(self, split):
