@@ -27,12 +27,12 @@ from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.metaestimators import available_if
 from sklearn.utils.multiclass import check_classification_targets
-from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_data
+from sklearn.utils.validation import check_is_fitted, column_or_1d
 from skorch.callbacks import Callback, EarlyStopping
 from skorch.helper import predefined_split
 
 from .data import Standardizer, check_levels, restore_layout, scoring_noise, validate_layout
-from .data.columns import TableEncoder, is_mixed_table
+from .data.columns import TableEncoder, check_table, is_mixed_table
 from .distributions import CategoricalMADE
 from .flows import DequantizedFlow, MixedFlow
 from .training import (
@@ -278,12 +278,9 @@ class FlowDensity(DensityMixin, BaseEstimator):
         if reset:
             self.table_ = TableEncoder().fit(X) if is_mixed_table(X) and self._images == "never" else None
         if getattr(self, "table_", None) is not None:  # a mixed table: values and category codes
-            validate_data(self, X, skip_check_array=True, reset=reset)
-            if reset and len(X) < 2:
-                raise ValueError(f"Found {len(X)} sample(s) while a minimum of 2 is required.")
             if reset:
                 self.layout_ = self.image_shape_ = None
-            return self.table_.transform(X)
+            return self.table_.transform(check_table(self, X, reset))
         X = validate_layout(
             self, X, reset=reset, images=self._images, image_shape=getattr(self, "image_shape", None)
         )

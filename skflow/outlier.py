@@ -16,7 +16,7 @@ from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from .data.columns import is_mixed_table
+from .data.columns import check_table, is_mixed_table
 from .tabular import MAFDensity
 
 __all__ = ["FlowOutlierDetector"]
@@ -212,10 +212,7 @@ class FlowOutlierDetector(OutlierMixin, BaseEstimator):
     def _validate(self, X, reset):
         """Numeric rows (reshaped to the training images), or a mixed table passed on as it is."""
         if is_mixed_table(X):  # strings and categories: the density validates and encodes them
-            validate_data(self, X, skip_check_array=True, reset=reset)
-            if reset and len(X) < 2:
-                raise ValueError(f"Found {len(X)} sample(s) while a minimum of 2 is required.")
-            return X
+            return check_table(self, X, reset)
         ensure = 2 if reset else 1
         return self._restore_shape(validate_data(self, X, dtype=np.float64, reset=reset, ensure_min_samples=ensure))
 

@@ -12,7 +12,7 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
 from .base import FlowDensity, training_doc
-from .data import GlobalScaler, Standardizer, UniformDequantization
+from .data import GlobalScaler, UniformDequantization
 from .distributions import StandardNormal
 from .flows import DequantizedFlow, Flow
 from .image import pixel_transform

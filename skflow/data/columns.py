@@ -19,8 +19,9 @@ it as discrete.
 import numpy as np
 import pandas as pd
 from pandas.api import types
+from sklearn.utils.validation import validate_data
 
-__all__ = ["TableEncoder", "is_mixed_table"]
+__all__ = ["TableEncoder", "is_mixed_table", "check_table"]
 
 
 def _is_discrete(dtype):
@@ -35,6 +36,17 @@ def _is_discrete(dtype):
 def is_mixed_table(X):
     """Whether X is a DataFrame with at least one boolean, category or string column."""
     return isinstance(X, pd.DataFrame) and any(_is_discrete(dtype) for dtype in X.dtypes)
+
+
+def check_table(estimator, X, reset):
+    """Record (``reset``) or check a mixed table's feature names and count on ``estimator``; return X.
+
+    The cells themselves are checked by :class:`TableEncoder`.
+    """
+    validate_data(estimator, X, skip_check_array=True, reset=reset)
+    if reset and len(X) < 2:
+        raise ValueError(f"Found {len(X)} sample(s) while a minimum of 2 is required.")
+    return X
 
 
 def _categories(column):
