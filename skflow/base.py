@@ -375,6 +375,13 @@ class FlowDensity(DensityMixin, BaseEstimator):
         X = self._validate(X, reset=True)
         return self._fit_rows(X, self._encode_labels(y, len(X)))
 
+    def _fit_given(self, X, context):
+        """Fit ``p(x | context)`` for a continuous context ``(n, k)``: :class:`~skflow.FlowRegressor`'s entry."""
+        self._check_params()
+        X = self._validate(X, reset=True)
+        self.classes_ = self.class_prior_ = None
+        return self._fit_rows(X, context)
+
     def _fit_rows(self, X, context):
         """Fit on validated rows X, conditioned on ``context`` (n, k) or None; the shared trunk of ``fit``.
 

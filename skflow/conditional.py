@@ -164,10 +164,7 @@ class FlowRegressor(RegressorMixin, BaseEstimator):
         density = clone(estimator)
         if self.random_state is not None:
             density.set_params(random_state=int(check_random_state(self.random_state).randint(2**31 - 1)))
-        density._check_params()
-        density._validate(Y, reset=True)
-        density.classes_ = density.class_prior_ = None
-        self.estimator_ = density._fit_rows(Y, self._context(X))
+        self.estimator_ = density._fit_given(Y, self._context(X))
         return self
 
     # -------------------------------------------------------------- scoring
