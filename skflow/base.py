@@ -24,7 +24,7 @@ import torch
 from scipy.special import logsumexp, softmax
 from sklearn.base import BaseEstimator, DensityMixin, _fit_context
 from sklearn.utils import check_random_state
-from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from sklearn.utils.metaestimators import available_if
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, column_or_1d
@@ -42,6 +42,7 @@ from .training import (
     NegativeLogLikelihood,
     TensorDataset,
     lr_schedule,
+    training_settings,
 )
 
 __all__ = ["TRAINING_DOC", "FlowDensity", "batched", "resolve_device"]
@@ -57,12 +58,19 @@ TAIL_SCALE = 3.0
 
 #: The training parameters every estimator shares, documented once.
 TRAINING_DOC = """
-    max_epochs : int, default={max_epochs}
+    max_epochs : int or "auto", default={max_epochs}
         Maximum number of passes over the training data.
-    batch_size : int, default={batch_size}
+    batch_size : int or "auto", default={batch_size}
         Rows per gradient step.
-    lr : float, default={lr}
-        Learning rate of AdamW.
+    lr : float or "auto", default={lr}
+        Learning rate of AdamW. "auto" (here and for ``max_epochs``,
+        ``batch_size`` and ``patience``) adapts to the number of training
+        rows: up to 20,000 rows it is 1e-3 (batch 64, 300 epochs, patience
+        20); beyond, the batch grows with the data (at most 1024), the rate
+        with the square root of the batch (at most 4e-3), and epochs and
+        patience shrink (at least 20 and 5); see
+        :func:`skflow.training.sizing.training_settings`. The values used are
+        in ``training_settings_``.
     weight_decay : float, default={weight_decay}
         AdamW's decoupled weight decay.
     lr_schedule : {{"constant", "cosine"}}, default="{lr_schedule}"
@@ -72,7 +80,7 @@ TRAINING_DOC = """
         Fraction of rows held out (seeded by ``random_state``) for early
         stopping on the validation log-likelihood; the best weights are
         restored. 0 turns the split and early stopping off.
-    patience : int, default={patience}
+    patience : int or "auto", default={patience}
         Epochs without validation improvement before training stops.
     callbacks : list of skorch callbacks or (name, callback) pairs, default=None
         Added to skflow's own (divergence guard, early stopping, schedule),
@@ -81,7 +89,20 @@ TRAINING_DOC = """
     device : str or torch.device, default="auto"
         Where to train and evaluate: "auto" (CUDA when available, else the
         CPU), or any torch device ("cpu", "cuda:1", "mps"). A device that is
-        not there is an error at ``fit``.
+        not there is an error at ``fit``. Ignored with an ``accelerator``.
+    precision : {{"float32", "bfloat16"}}, default="float32"
+        "bfloat16" trains under bf16 autocast (matrix products in bf16,
+        log-determinants and the base density in float32); validation,
+        scoring and sampling stay in full precision. For GPUs with bf16.
+    compile : bool, default=False
+        Compile the training forward pass with ``torch.compile`` (needs a
+        C++ compiler on the CPU; the first epoch pays the compilation).
+    accelerator : accelerate.Accelerator, default=None
+        Train data-parallel over the processes of ``accelerate launch``
+        (several GPUs or machines) through skorch's ``AccelerateMixin``;
+        mixed precision is then the accelerator's ``mixed_precision``. See
+        :mod:`skflow.training.parallel`. Needs ``pip install
+        "skflow[distributed]"``.
     random_state : int, RandomState instance or None, default=None
         Seeds weight initialisation, the validation split, shuffling and
         every training noise. A fixed value gives identical results on the CPU.
@@ -222,15 +243,18 @@ class FlowDensity(DensityMixin, BaseEstimator):
     _check_rows = INFERENCE_BATCH
 
     _parameter_constraints = {
-        "max_epochs": [Interval(Integral, 1, None, closed="left")],
-        "batch_size": [Interval(Integral, 1, None, closed="left")],
-        "lr": [Interval(Real, 0, None, closed="neither")],
+        "max_epochs": [Interval(Integral, 1, None, closed="left"), StrOptions({"auto"})],
+        "batch_size": [Interval(Integral, 1, None, closed="left"), StrOptions({"auto"})],
+        "lr": [Interval(Real, 0, None, closed="neither"), StrOptions({"auto"})],
         "weight_decay": [Interval(Real, 0, None, closed="left")],
         "lr_schedule": [StrOptions({"constant", "cosine"})],
         "validation_fraction": [Interval(Real, 0, 1, closed="left")],
-        "patience": [Interval(Integral, 1, None, closed="left")],
+        "patience": [Interval(Integral, 1, None, closed="left"), StrOptions({"auto"})],
         "callbacks": [list, None],
         "device": [str, torch.device],
+        "precision": [StrOptions({"float32", "bfloat16"})],
+        "compile": ["boolean"],
+        "accelerator": [None, HasMethods(["prepare", "backward"])],
         "random_state": ["random_state"],
         "verbose": ["verbose"],
     }
@@ -319,25 +343,37 @@ class FlowDensity(DensityMixin, BaseEstimator):
         return flow if dequantizer is None else DequantizedFlow(flow, dequantizer)
 
     def _make_net(self, module, device, valid_set, seed):
+        settings = self.training_settings_
         callbacks = [("divergence_guard", DivergenceGuard(max_norm=GRADIENT_CLIP))]
         if valid_set is not None:
             stopper = EarlyStopping(
-                patience=self.patience, threshold=0.0, threshold_mode="abs", load_best=True
+                patience=settings["patience"], threshold=0.0, threshold_mode="abs", load_best=True
             )
             callbacks.append(("early_stopping", stopper))
-        schedule = lr_schedule(self.lr_schedule, self.max_epochs)
+        schedule = lr_schedule(self.lr_schedule, settings["max_epochs"])
         if schedule is not None:
             callbacks.append(("lr_schedule", schedule))
         callbacks += _named_callbacks(self.callbacks)
         dequantized = isinstance(module, DequantizedFlow)
-        return FlowNet(
+        accelerator = getattr(self, "accelerator", None)
+        if accelerator is None:
+            net_class, options = (
+                FlowNet,
+                {"device": device, "precision": getattr(self, "precision", "float32")},
+            )
+        else:
+            from .training.parallel import AcceleratedFlowNet, accelerated_net_options
+
+            net_class, options = AcceleratedFlowNet, accelerated_net_options(accelerator, self.verbose)
+        return net_class(
             module,
             criterion=NegativeLogLikelihood,
             optimizer=torch.optim.AdamW,
             optimizer__weight_decay=self.weight_decay,
-            lr=self.lr,
-            max_epochs=self.max_epochs,
-            batch_size=self.batch_size,
+            lr=settings["lr"],
+            max_epochs=settings["max_epochs"],
+            batch_size=settings["batch_size"],
+            compile_module=getattr(self, "compile", False),
             train_split=None if valid_set is None else predefined_split(valid_set),
             callbacks=callbacks,
             iterator_train=BatchIterator,
@@ -350,8 +386,8 @@ class FlowDensity(DensityMixin, BaseEstimator):
             iterator_valid=BatchIterator,
             iterator_valid__dequantization_noise=dequantized,
             iterator_valid__seed=seed + 1,
-            device=device,
             verbose=int(self.verbose),
+            **options,
         )
 
     @_fit_context(prefer_skip_nested_validation=True)
@@ -388,12 +424,21 @@ class FlowDensity(DensityMixin, BaseEstimator):
         :class:`skflow.conditional.FlowRegressor` enters here with the
         standardised features as the context.
         """
-        device = resolve_device(self.device)
+        accelerator = getattr(self, "accelerator", None)
+        if accelerator is None:
+            device = resolve_device(self.device)
+        else:
+            from .training.parallel import check_accelerator
+
+            device = check_accelerator(accelerator).device
         self.standardizer_ = self._make_scaler().fit(X)
         Z = self.standardizer_.transform(X)
         rng = check_random_state(self.random_state)
         init_seed, loop_seed = (int(s) for s in rng.randint(np.iinfo(np.int32).max - 1, size=2))
         train, valid = _split_indices(len(Z), self.validation_fraction, rng)
+        self.training_settings_ = training_settings(
+            len(train), self.batch_size, self.lr, self.max_epochs, self.patience
+        )
         rows = lambda index: (Z[index], None if context is None else context[index])
         valid_set = TensorDataset(*rows(valid), device=device) if len(valid) else None
         with torch.random.fork_rng(devices=[]):

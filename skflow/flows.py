@@ -36,7 +36,11 @@ class Flow(nn.Module):
 
     def log_prob(self, x, context=None):
         z, ladj = self.transform(x, context)
-        return self.base.log_prob(z, context) + ladj
+        # Under bf16 autocast (``precision="bfloat16"``) the transform's matrix
+        # products run in bf16; the base density and the sum with the
+        # log-determinant are kept in the data's precision.
+        with torch.autocast(z.device.type, enabled=False):
+            return self.base.log_prob(z.to(x.dtype), context) + ladj.to(x.dtype)
 
     def sample(self, n_samples, context=None, generator=None):
         """Draw ``n_samples`` from the model (base sample, then inverse)."""

@@ -78,9 +78,10 @@ _TABULAR_CONSTRAINTS = {
 
 
 def _doc(cls):
-    cls.__doc__ = cls.__doc__.replace("{common}", _DATA_DOC + training_doc()).replace(
-        "{attributes}", _ATTRIBUTES_DOC
-    )
+    cls.__doc__ = cls.__doc__.replace(
+        "{common}",
+        _DATA_DOC + training_doc(**dict.fromkeys(["max_epochs", "batch_size", "lr", "patience"], '"auto"')),
+    ).replace("{attributes}", _ATTRIBUTES_DOC)
     return cls
 
 
@@ -101,6 +102,9 @@ class _TabularDensity(FlowDensity):
         patience,
         callbacks,
         device,
+        precision,
+        compile,
+        accelerator,
         random_state,
         verbose,
     ):
@@ -116,6 +120,9 @@ class _TabularDensity(FlowDensity):
         self.patience = patience
         self.callbacks = callbacks
         self.device = device
+        self.precision = precision
+        self.compile = compile
+        self.accelerator = accelerator
         self.random_state = random_state
         self.verbose = verbose
 
@@ -174,15 +181,18 @@ class MADEDensity(_TabularDensity):
         order="natural",
         dequantize="auto",
         point_mass_noise=0.0,
-        max_epochs=300,
-        batch_size=64,
-        lr=1e-3,
+        max_epochs="auto",
+        batch_size="auto",
+        lr="auto",
         weight_decay=1e-5,
         lr_schedule="constant",
         validation_fraction=0.1,
-        patience=20,
+        patience="auto",
         callbacks=None,
         device="auto",
+        precision="float32",
+        compile=False,
+        accelerator=None,
         random_state=None,
         verbose=0,
     ):
@@ -190,7 +200,8 @@ class MADEDensity(_TabularDensity):
         self.order = order
         self._set_common(
             hidden_features, dequantize, point_mass_noise, max_epochs, batch_size, lr, weight_decay,
-            lr_schedule, validation_fraction, patience, callbacks, device, random_state, verbose,
+            lr_schedule, validation_fraction, patience, callbacks, device, precision, compile, accelerator,
+            random_state, verbose,
         )  # fmt: skip
 
     def _build_flow(self, n_features, context_features):
@@ -239,15 +250,18 @@ class _StackedFlowDensity(_TabularDensity):
         n_components=10,
         dequantize="auto",
         point_mass_noise=0.0,
-        max_epochs=300,
-        batch_size=64,
-        lr=1e-3,
+        max_epochs="auto",
+        batch_size="auto",
+        lr="auto",
         weight_decay=1e-5,
         lr_schedule="constant",
         validation_fraction=0.1,
-        patience=20,
+        patience="auto",
         callbacks=None,
         device="auto",
+        precision="float32",
+        compile=False,
+        accelerator=None,
         random_state=None,
         verbose=0,
     ):
@@ -257,7 +271,8 @@ class _StackedFlowDensity(_TabularDensity):
         self.n_components = n_components
         self._set_common(
             hidden_features, dequantize, point_mass_noise, max_epochs, batch_size, lr, weight_decay,
-            lr_schedule, validation_fraction, patience, callbacks, device, random_state, verbose,
+            lr_schedule, validation_fraction, patience, callbacks, device, precision, compile, accelerator,
+            random_state, verbose,
         )  # fmt: skip
 
     def _build_flow(self, n_features, context_features):
@@ -341,15 +356,18 @@ class MAFDensity(_StackedFlowDensity):
         n_components=10,
         dequantize="auto",
         point_mass_noise=0.0,
-        max_epochs=300,
-        batch_size=64,
-        lr=1e-3,
+        max_epochs="auto",
+        batch_size="auto",
+        lr="auto",
         weight_decay=1e-5,
         lr_schedule="constant",
         validation_fraction=0.1,
-        patience=20,
+        patience="auto",
         callbacks=None,
         device="auto",
+        precision="float32",
+        compile=False,
+        accelerator=None,
         random_state=None,
         verbose=0,
     ):
@@ -359,7 +377,8 @@ class MAFDensity(_StackedFlowDensity):
             n_components=n_components, dequantize=dequantize, point_mass_noise=point_mass_noise,
             max_epochs=max_epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
             lr_schedule=lr_schedule, validation_fraction=validation_fraction, patience=patience,
-            callbacks=callbacks, device=device, random_state=random_state, verbose=verbose,
+            callbacks=callbacks, device=device, precision=precision, compile=compile, accelerator=accelerator,
+            random_state=random_state, verbose=verbose,
         )  # fmt: skip
 
     def _layer(self, k, n_features, context_features):
@@ -496,15 +515,18 @@ class NSFDensity(_StackedFlowDensity):
         n_components=10,
         dequantize="auto",
         point_mass_noise=0.0,
-        max_epochs=300,
-        batch_size=64,
-        lr=1e-3,
+        max_epochs="auto",
+        batch_size="auto",
+        lr="auto",
         weight_decay=1e-5,
         lr_schedule="constant",
         validation_fraction=0.1,
-        patience=20,
+        patience="auto",
         callbacks=None,
         device="auto",
+        precision="float32",
+        compile=False,
+        accelerator=None,
         random_state=None,
         verbose=0,
     ):
@@ -515,7 +537,8 @@ class NSFDensity(_StackedFlowDensity):
             n_components=n_components, dequantize=dequantize, point_mass_noise=point_mass_noise,
             max_epochs=max_epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
             lr_schedule=lr_schedule, validation_fraction=validation_fraction, patience=patience,
-            callbacks=callbacks, device=device, random_state=random_state, verbose=verbose,
+            callbacks=callbacks, device=device, precision=precision, compile=compile, accelerator=accelerator,
+            random_state=random_state, verbose=verbose,
         )  # fmt: skip
 
     def _layer(self, k, n_features, context_features):
@@ -587,15 +610,18 @@ class RealNVPDensity(_StackedFlowDensity):
         n_components=10,
         dequantize="auto",
         point_mass_noise=0.0,
-        max_epochs=300,
-        batch_size=64,
-        lr=1e-3,
+        max_epochs="auto",
+        batch_size="auto",
+        lr="auto",
         weight_decay=1e-5,
         lr_schedule="constant",
         validation_fraction=0.1,
-        patience=20,
+        patience="auto",
         callbacks=None,
         device="auto",
+        precision="float32",
+        compile=False,
+        accelerator=None,
         random_state=None,
         verbose=0,
     ):
@@ -605,7 +631,8 @@ class RealNVPDensity(_StackedFlowDensity):
             n_components=n_components, dequantize=dequantize, point_mass_noise=point_mass_noise,
             max_epochs=max_epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
             lr_schedule=lr_schedule, validation_fraction=validation_fraction, patience=patience,
-            callbacks=callbacks, device=device, random_state=random_state, verbose=verbose,
+            callbacks=callbacks, device=device, precision=precision, compile=compile, accelerator=accelerator,
+            random_state=random_state, verbose=verbose,
         )  # fmt: skip
 
     def _layer(self, k, n_features, context_features):

@@ -2,6 +2,7 @@
 
 from .callbacks import DivergenceGuard, lr_schedule
 from .net import BatchIterator, FlowNet, NegativeLogLikelihood, TensorDataset
+from .sizing import training_settings
 
 __all__ = [
     "BatchIterator",
@@ -10,4 +11,5 @@ __all__ = [
     "NegativeLogLikelihood",
     "TensorDataset",
     "lr_schedule",
+    "training_settings",
 ]

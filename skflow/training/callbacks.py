@@ -86,6 +86,11 @@ class DivergenceGuard(Callback):
         if self._bad is not None:
             healthy = healthy & (self._bad == 0)
         self._bad = None
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            # data-parallel training: every process restores, or none does
+            flag = healthy.to(torch.int32).reshape(1)
+            torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MIN)
+            healthy = flag[0] > 0
         return bool(healthy)
 
     def on_epoch_end(self, net, **kwargs):

@@ -69,6 +69,12 @@ class BatchIterator:
     context_dropout : float, default=0.0
     dequantization_noise : bool, default=False
     seed : int, default=0
+    num_processes, process_index : int, default=1, 0
+        Data-parallel training (see :mod:`skflow.training.parallel`): every
+        process draws the same shuffled, noisy epoch from the same seed, and
+        process ``k`` takes the ``k``-th of ``num_processes`` near-equal
+        slices of each batch. So ``batch_size`` is the global batch, and the
+        averaged gradient equals that of one process training on all rows.
     """
 
     def __init__(
@@ -81,8 +87,11 @@ class BatchIterator:
         context_dropout=0.0,
         dequantization_noise=False,
         seed=0,
+        num_processes=1,
+        process_index=0,
     ):
         self.dataset, self.batch_size, self.shuffle = dataset, batch_size, shuffle
+        self.num_processes, self.process_index = num_processes, process_index
         self.noise_width = self._per_feature(noise_width)
         self.smoothing_std = self._per_feature(smoothing_std)
         self.context_dropout = context_dropout
@@ -129,10 +138,17 @@ class BatchIterator:
             batch["context"] = context
         if self.dequantization_noise:
             batch["noise"] = torch.rand(x.shape, generator=rng, device=x.device, dtype=x.dtype)
-        sizes = _split_sizes(n, len(self))
         start = 0
-        for size in sizes:
-            yield {key: value[start : start + size] for key, value in batch.items()}, None
+        for size in _split_sizes(n, len(self)):
+            if self.num_processes > 1:  # this process's slice of the global batch
+                parts = _split_sizes(size, self.num_processes)
+                first = start + sum(parts[: self.process_index])
+                yield (
+                    {key: value[first : first + parts[self.process_index]] for key, value in batch.items()},
+                    None,
+                )
+            else:
+                yield {key: value[start : start + size] for key, value in batch.items()}, None
             start += size
 
 
@@ -142,10 +158,14 @@ def _split_sizes(n, n_batches):
     return [base + 1] * extra + [base] * (n_batches - extra)
 
 
-class NegativeLogLikelihood(torch.nn.Module):
-    """Mean negative log-likelihood of a batch of log-densities."""
+class NegativeLogLikelihood:
+    """Mean negative log-likelihood of a batch of log-densities.
 
-    def forward(self, log_prob, y=None):
+    A plain callable, not a ``torch.nn.Module``: it has no parameters, and
+    accelerate would otherwise try to wrap it for data-parallel training.
+    """
+
+    def __call__(self, log_prob, y=None):
         return -log_prob.mean()
 
 
@@ -156,13 +176,51 @@ class FlowNet(NeuralNet):
     ``context`` or ``noise`` when present) and returns ``log p(x)`` per row;
     the loss is its negative mean.
 
+    Two training options act on the training step only (validation and
+    scoring run the plain float32 module):
+
+    - ``precision="bfloat16"``: the forward pass runs under bf16 autocast
+      (matrix products in bf16); the layers hand float32 parameters to their
+      elementwise maps, and log-determinants and the base density are summed
+      in float32 (see :class:`skflow.flows.Flow`).
+    - ``compile_module=True``: the module's forward pass is compiled with
+      ``torch.compile`` at the first training batch. The compiled wrapper is
+      a cache, dropped at the end of training and never pickled.
+
     One host-device synchronisation per batch remains, inside skorch: its
     epoch loop records each batch's loss in the history with ``.item()``.
     skflow's own code adds none (see :class:`~skflow.training.callbacks.DivergenceGuard`).
     """
 
+    def __init__(self, *args, precision="float32", compile_module=False, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.precision = precision
+        self.compile_module = compile_module
+
+    def _training_forward(self):
+        if not self.compile_module:
+            return self.module_
+        cached = self.__dict__.get("_compiled")
+        if cached is None or cached[0] is not self.module_:
+            cached = (self.module_, torch.compile(self.module_))
+            self._compiled = cached
+        return cached[1]
+
     def infer(self, x, **fit_params):
-        return self.module_(**x, **fit_params)
+        if not self.module_.training:
+            return self.module_(**x, **fit_params)
+        device_type = x["x"].device.type
+        with torch.autocast(device_type, dtype=torch.bfloat16, enabled=self.precision == "bfloat16"):
+            return self._training_forward()(**x, **fit_params).float()
+
+    def on_train_end(self, *args, **kwargs):
+        self.__dict__.pop("_compiled", None)
+        return super().on_train_end(*args, **kwargs)
+
+    def __getstate__(self):
+        state = super().__getstate__()
+        state.pop("_compiled", None)
+        return state
 
     def get_loss(self, y_pred, y_true=None, X=None, training=False):
         return self.criterion_(y_pred)

@@ -88,7 +88,9 @@ class MADE(nn.Module):
         self.register_buffer("order", order.clone())
         self.n_features, self.n_params, self.context_features = n_features, n_params, context_features
         in_degrees = order + 1
-        self.net = masked_network(in_degrees, in_degrees.repeat(n_params), tuple(hidden_features), context_features)
+        self.net = masked_network(
+            in_degrees, in_degrees.repeat(n_params), tuple(hidden_features), context_features
+        )
 
     def forward(self, x, context=None):
         h = soft_clamp(x, INPUT_BOUND)
@@ -126,7 +128,8 @@ class MaskedAutoregressive(Transform):
         self.made = MADE(n_features, self.univariate.n_params, hidden_features, order, context_features)
 
     def forward(self, x, context=None):
-        z, ladj = self.univariate(x, self.made(x, context))
+        # parameters in x's precision (a no-op unless the MADE ran under bf16 autocast)
+        z, ladj = self.univariate(x, self.made(x, context).to(x.dtype))
         return z, ladj.sum(dim=1)
 
     def inverse(self, z, context=None):
