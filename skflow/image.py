@@ -81,8 +81,6 @@ _DEQUANTIZERS = {
     "variational": lambda est: VariationalDequantization(est.n_bins, est.image_shape_),
 }
 
-_POSITIVE_INT = [Interval(Integral, 1, None, closed="left")]
-
 #: Images per forward pass when scoring (conv activations are large).
 IMAGE_BATCH = 512
 
@@ -123,29 +121,19 @@ def _realnvp(shape, n_levels, hidden_channels, n_blocks, context_features=0):
     """
     n_channels, height, width = shape
 
-    def checkers(channels, h, w, count):
-        layers = []
-        for k in range(count):
-            layers += [
-                _coupling(
-                    checkerboard_mask(h, w, k % 2), channels, hidden_channels, n_blocks, context_features
-                ),
-                ActNorm(channels),
-            ]
-        return layers
-
-    if n_levels == 1 or not _can_squeeze(shape):
-        return Compose(*checkers(n_channels, height, width, 4), Flatten(shape))
-    squeezed = (4 * n_channels, height // 2, width // 2)
-    channelwise = []
-    for k in range(3):
-        channelwise += [
-            _coupling(
-                channel_mask(squeezed[0], k % 2), squeezed[0], hidden_channels, n_blocks, context_features
-            )
+    def couplings(masks, channels):
+        """An affine coupling per mask, each followed by act-norm."""
+        conditioner = (hidden_channels, n_blocks, context_features)
+        return [
+            layer for mask in masks for layer in (_coupling(mask, channels, *conditioner), ActNorm(channels))
         ]
-        channelwise += [ActNorm(squeezed[0])]
-    level = Compose(*checkers(n_channels, height, width, 3), Squeeze(), *channelwise)
+
+    checkers = [checkerboard_mask(height, width, k % 2) for k in range(4)]
+    if n_levels == 1 or not _can_squeeze(shape):
+        return Compose(*couplings(checkers, n_channels), Flatten(shape))
+    squeezed = (4 * n_channels, height // 2, width // 2)
+    channelwise = couplings([channel_mask(squeezed[0], k % 2) for k in range(3)], squeezed[0])
+    level = Compose(*couplings(checkers[:3], n_channels), Squeeze(), *channelwise)
     inner_shape = (squeezed[0] - squeezed[0] // 2, *squeezed[1:])
     inner = _realnvp(inner_shape, n_levels - 1, hidden_channels, n_blocks, context_features)
     return MultiScale(level, inner, squeezed)
@@ -158,26 +146,25 @@ def _glow(shape, n_levels, n_steps, hidden_channels, n_blocks, context_features=
     convolution and affine coupling; half the channels are then factored out,
     except at the last level (or when the squeezed height or width is odd),
     with Glow's learned conditional prior ``N(mu(h), sigma(h))`` given the
-    kept half ``h`` (an affine coupling of the factored half).
+    kept half ``h``: an affine coupling of the factored half.
     """
     if not _can_squeeze(shape):
         raise ValueError(f"Glow needs even image height and width, got images of shape {shape}.")
     n_channels, height, width = shape
     squeezed = (4 * n_channels, height // 2, width // 2)
+    channels = squeezed[0]
+    coupling = lambda mask: _coupling(mask, channels, hidden_channels, n_blocks, context_features)
     steps = []
     for _ in range(n_steps):
         steps += [
-            ActNorm(squeezed[0]),
-            LULinear(squeezed[0], dim=1, init="rotation"),
-            _coupling(channel_mask(squeezed[0]), squeezed[0], hidden_channels, n_blocks, context_features),
+            ActNorm(channels),
+            LULinear(channels, dim=1, init="rotation"),
+            coupling(channel_mask(channels)),
         ]
     if n_levels == 1 or not _can_squeeze(squeezed):
         return Compose(Squeeze(), *steps, Flatten(squeezed))
-    # Glow's learned prior of the factored-out half, N(mu(kept), sigma(kept)),
-    # written as an affine coupling of that half conditioned on the kept half.
-    prior = _coupling(channel_mask(squeezed[0], 1), squeezed[0], hidden_channels, n_blocks, context_features)
-    level = Compose(Squeeze(), *steps, prior)
-    inner_shape = (squeezed[0] // 2, *squeezed[1:])
+    level = Compose(Squeeze(), *steps, coupling(channel_mask(channels, 1)))  # the prior of the factored half
+    inner_shape = (channels // 2, *squeezed[1:])
     inner = _glow(inner_shape, n_levels - 1, n_steps, hidden_channels, n_blocks, context_features)
     return MultiScale(level, inner, squeezed)
 

@@ -33,16 +33,12 @@ def _default_estimator():
 
 
 def _as_rows(X):
-    """Flatten images ``(n, ...)`` to rows; return the rows and the per-sample shape.
-
-    Two-dimensional X passes through unchanged with shape None.
-    """
-    if getattr(X, "ndim", None) is None:
-        X = np.asarray(X)
-    if X.ndim > 2:
-        X = np.asarray(X)
-        return X.reshape(len(X), -1), X.shape[1:]
-    return X, None
+    """Flatten images ``(n, ...)`` to rows; return the rows and the per-sample shape (None for rows)."""
+    X = X if hasattr(X, "ndim") else np.asarray(X)
+    if X.ndim <= 2:
+        return X, None
+    X = np.asarray(X)
+    return X.reshape(len(X), -1), X.shape[1:]
 
 
 def _seed_members(estimator, n_estimators, random_state):
@@ -56,12 +52,6 @@ def _seed_members(estimator, n_estimators, random_state):
             member.set_params(random_state=int(seed))
         members.append(member)
     return members
-
-
-def _trimmed_rows(log_density, trim):
-    """Indices of the rows kept after dropping the ``trim`` least likely."""
-    n_drop = int(np.floor(trim * len(log_density)))
-    return np.sort(np.argsort(log_density, kind="stable")[n_drop:])
 
 
 def _compute_offset(scores, contamination):
@@ -172,7 +162,14 @@ class FlowOutlierDetector(OutlierMixin, BaseEstimator):
     }
 
     def __init__(
-        self, estimator=None, *, n_estimators=1, trim=0.0, contamination="auto", random_state=None, n_jobs=None
+        self,
+        estimator=None,
+        *,
+        n_estimators=1,
+        trim=0.0,
+        contamination="auto",
+        random_state=None,
+        n_jobs=None,
     ):
         self.estimator = estimator
         self.n_estimators = n_estimators
@@ -204,7 +201,7 @@ class FlowOutlierDetector(OutlierMixin, BaseEstimator):
         X = self._validate(X, reset=True)
         estimator = _default_estimator() if self.estimator is None else self.estimator
         members = _seed_members(estimator, self.n_estimators, self.random_state)
-        self.estimators_ = Parallel(n_jobs=self.n_jobs)(delayed(self._fit_member)(member, X) for member in members)
+        self.estimators_ = Parallel(n_jobs=self.n_jobs)(delayed(self._fit_member)(m, X) for m in members)
         self.estimator_ = self.estimators_[0]
         self.offset_ = _compute_offset(self._score(X), self.contamination)
         return self
@@ -213,17 +210,14 @@ class FlowOutlierDetector(OutlierMixin, BaseEstimator):
         """Numeric rows (reshaped to the training images), or a mixed table passed on as it is."""
         if is_mixed_table(X):  # strings and categories: the density validates and encodes them
             return check_table(self, X, reset)
-        ensure = 2 if reset else 1
-        return self._restore_shape(validate_data(self, X, dtype=np.float64, reset=reset, ensure_min_samples=ensure))
-
-    def _restore_shape(self, X):
-        """Rows back to the per-sample shape of the training X (images)."""
+        X = validate_data(self, X, dtype=np.float64, reset=reset, ensure_min_samples=2 if reset else 1)
         return X if self.sample_shape_ is None else X.reshape(len(X), *self.sample_shape_)
 
     def _fit_member(self, member, X):
         member.fit(X)
-        if self.trim > 0:
-            keep = _trimmed_rows(member.score_samples(X), self.trim)
+        if self.trim > 0:  # refit without the ``trim`` fraction of least likely rows
+            n_drop = int(np.floor(self.trim * len(X)))
+            keep = np.sort(np.argsort(member.score_samples(X), kind="stable")[n_drop:])
             member = clone(member).fit(X.iloc[keep] if hasattr(X, "iloc") else X[keep])
         return member
 

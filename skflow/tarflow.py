@@ -232,9 +232,6 @@ class TarFlowDensity(FlowDensity):
     _check_rows = 1024  # rows re-scored after fit (a transformer over images is costly)
 
     # ---------------------------------------------------------------- hooks
-    def _uses_logit(self):
-        return self.n_bins is not None and self.noise_std == 0
-
     def _make_scaler(self):
         if self.n_bins is not None:
             return GlobalScaler(scale=False)  # discrete values: the dequantizer inside the model
@@ -259,19 +256,9 @@ class TarFlowDensity(FlowDensity):
         patch = self.patch_size
         if patch == "auto":
             patch = 1 if self.image_shape_ is None else 2
-        blocks = tarflow(
-            n_features,
-            self.image_shape_,
-            patch,
-            self.channels,
-            self.n_blocks,
-            self.n_layers,
-            self.n_heads,
-            context_features,
-            MAX_LOG_SCALE,
-            self.mixing,
-        )
-        pixels = pixel_transform(self.n_bins, self.logit_alpha if self._uses_logit() else None)
+        sizes = (self.channels, self.n_blocks, self.n_layers, self.n_heads, context_features)
+        blocks = tarflow(n_features, self.image_shape_, patch, *sizes, MAX_LOG_SCALE, self.mixing)
+        pixels = pixel_transform(self.n_bins, self.logit_alpha if self.noise_std == 0 else None)
         tokens = blocks.transforms[0]
         base = StandardNormal(tokens.n_tokens, tokens.token_features)
         return Flow(Compose(pixels, blocks) if pixels is not None else blocks, base)
@@ -280,10 +267,8 @@ class TarFlowDensity(FlowDensity):
         flow = module.flow if isinstance(module, DequantizedFlow) else module
         with guided(flow, guidance):
             x = flow.sample(n, context, generator)
-            if denoise:
-                sigma = (
-                    self.noise_std / 2.0 if self.n_bins is not None else self.noise_std
-                )  # in the flow's units
+            if denoise:  # sigma: noise_std (in [-1, 1] pixel units with n_bins) in the flow's units
+                sigma = self.noise_std / 2.0 if self.n_bins is not None else self.noise_std
                 x = _tweedie_step(flow, x, context, guidance, sigma)
         return module.quantize(x) if isinstance(module, DequantizedFlow) else x
 

@@ -17,8 +17,7 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 from .base import INFERENCE_BATCH, batched, resolve_device
 from .distributions import StandardNormal
 from .flows import Flow
-from .training.reverse_kl import fit_reverse_kl
-from .training.reverse_kl import target_log_prob as _target_log_prob
+from .training.reverse_kl import fit_reverse_kl, target_log_prob
 from .transforms import (
     MLP,
     ActNorm,
@@ -262,7 +261,7 @@ class VariationalDensity(DensityMixin, BaseEstimator):
 
         def draw(n):
             x, log_q = self.flow_.rsample_and_log_prob(n, generator=generator)
-            return x, _target_log_prob(self.log_prob, x) - log_q
+            return x, target_log_prob(self.log_prob, x) - log_q
 
         samples, log_w = batched(draw, n_samples, INFERENCE_BATCH, self._device())
         return (samples, log_w) if return_samples else log_w

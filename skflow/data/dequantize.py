@@ -180,12 +180,8 @@ class VariationalDequantization(nn.Module):
         )
 
     def forward(self, x, noise):
-        flat = x.dim() == 2
+        shape = x.shape  # flat rows or images; the couplings work on images
         x, noise = x.reshape(len(x), *self.image_shape), noise.reshape(len(x), *self.image_shape)
-        y, log_q = self._dequantize(x, noise)
-        return (y.reshape(len(y), -1) if flat else y), log_q
-
-    def _dequantize(self, x, noise):
         e = torch.special.ndtri(noise.clamp(_NOISE_EPS, 1 - _NOISE_EPS))
         log_q = sum_except_batch(-0.5 * e**2 - 0.5 * _LOG_2PI)
         context = self.features(x / (self.n_bins - 1) - 0.5)
@@ -195,4 +191,4 @@ class VariationalDequantization(nn.Module):
         u = torch.sigmoid(e)
         log_q = log_q - sum_except_batch(F.logsigmoid(e) + F.logsigmoid(-e))
         log_q = log_q + x[0].numel() * math.log(self.n_bins)
-        return (x + u) / self.n_bins, log_q
+        return ((x + u) / self.n_bins).reshape(shape), log_q

@@ -76,12 +76,8 @@ def check_images(X, image_shape=None, **check_params):
 
 def restore_layout(images, layout):
     """Reshape ``(n, C, H, W)`` images (or flat rows) to the layout recorded by :func:`check_images`."""
-    n = len(images)
-    if layout.ndim == 2:
-        return images.reshape(n, -1)
-    if layout.ndim == 3:
-        return images.reshape(n, *layout.image_shape[1:])
-    return images.reshape(n, *layout.image_shape)
+    shape = {2: (-1,), 3: layout.image_shape[1:], 4: layout.image_shape}[layout.ndim]
+    return images.reshape(len(images), *shape)
 
 
 def validate_layout(estimator, X, *, reset, images="never", image_shape=None):

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-__all__ = ["CausalLayer", "CausalSelfAttention", "FeedForward", "kv_cache"]
+__all__ = ["CausalLayer", "CausalSelfAttention", "kv_cache"]
 
 
 @contextmanager
@@ -73,24 +73,17 @@ class CausalSelfAttention(nn.Module):
         return self.proj(out.transpose(1, 2).reshape(n, length, channels))
 
 
-class FeedForward(nn.Sequential):
-    """The transformer's two-layer GELU perceptron, ``expansion`` times wider inside."""
-
-    def __init__(self, channels, expansion=4):
-        super().__init__(
-            nn.Linear(channels, expansion * channels), nn.GELU(), nn.Linear(expansion * channels, channels)
-        )
-
-
 class CausalLayer(nn.Module):
-    """Pre-norm transformer layer: attention then perceptron, both residual."""
+    """Pre-norm transformer layer: attention then a GELU perceptron four times wider inside, both residual."""
 
     def __init__(self, channels, n_heads):
         super().__init__()
         self.norm1 = nn.LayerNorm(channels)
         self.attention = CausalSelfAttention(channels, n_heads)
         self.norm2 = nn.LayerNorm(channels)
-        self.mlp = FeedForward(channels)
+        self.mlp = nn.Sequential(
+            nn.Linear(channels, 4 * channels), nn.GELU(), nn.Linear(4 * channels, channels)
+        )
 
     def forward(self, h):
         h = h + self.attention(self.norm1(h))

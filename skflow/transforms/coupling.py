@@ -5,6 +5,8 @@ of a one-dimensional map of the other half: affine (RealNVP, Glow) or a
 rational-quadratic spline (coupling neural spline flow).
 """
 
+from itertools import pairwise
+
 import torch
 from torch import nn
 
@@ -21,11 +23,9 @@ class MLP(nn.Sequential):
     def __init__(self, in_features, out_features, hidden_features=(64, 64)):
         widths = [in_features, *hidden_features, out_features]
         layers = []
-        for i in range(len(widths) - 1):
-            layers.append(nn.Linear(widths[i], widths[i + 1]))
-            if i < len(widths) - 2:
-                layers.append(nn.ReLU())
-        super().__init__(*layers)
+        for n_in, n_out in pairwise(widths):
+            layers += [nn.Linear(n_in, n_out), nn.ReLU()]
+        super().__init__(*layers[:-1])  # no ReLU after the output layer
         nn.init.zeros_(self[-1].weight)
         nn.init.zeros_(self[-1].bias)
 

@@ -19,6 +19,11 @@ def _positions(x, dim):
     return x[0].numel() // x.shape[dim]
 
 
+def _along_dim1(v, x):
+    """A per-feature vector ``v`` shaped to broadcast along dimension 1 of ``x``."""
+    return v.reshape(1, -1, *([1] * (x.dim() - 2)))
+
+
 class LULinear(Transform):
     """``z = W x + b`` along axis ``dim``, with ``W = P L U`` (Kingma and Dhariwal 2018).
 
@@ -44,12 +49,7 @@ class LULinear(Transform):
     def __init__(self, n_features, dim=1, init="identity", bias=False):
         super().__init__()
         self.dim = dim
-        eye = torch.eye(n_features)
-        permutation, lower, upper = (
-            eye,
-            torch.zeros(n_features, n_features),
-            torch.zeros(n_features, n_features),
-        )
+        permutation = lower = upper = torch.eye(n_features)  # P = I; the strict triangles of L, U are 0
         sign, log_s = torch.ones(n_features), torch.zeros(n_features)
         if init == "rotation":
             q, _ = torch.linalg.qr(torch.randn(n_features, n_features, dtype=torch.float64))
@@ -121,9 +121,6 @@ class BatchNorm(Transform):
         self.register_buffer("running_var", torch.ones(n_features))
         self.momentum, self.eps = momentum, eps
 
-    def _view(self, x, v):
-        return v.reshape(1, -1, *([1] * (x.dim() - 2)))
-
     def _statistics(self, x):
         if not self.training:
             return self.running_mean, self.running_var
@@ -136,18 +133,17 @@ class BatchNorm(Transform):
 
     def _ladj(self, x, var):
         per_feature = self.log_gamma - 0.5 * torch.log(var + self.eps)
-        n_positions = x[0, 0].numel()
-        return (per_feature.sum() * n_positions).expand(x.shape[0])
+        return (per_feature.sum() * _positions(x, 1)).expand(x.shape[0])
 
     def forward(self, x, context=None):
         mean, var = self._statistics(x)
-        v = lambda t: self._view(x, t)
+        v = lambda t: _along_dim1(t, x)
         z = (x - v(mean)) / torch.sqrt(v(var) + self.eps) * torch.exp(v(self.log_gamma)) + v(self.beta)
         return z, self._ladj(x, var)
 
     def inverse(self, z, context=None):
         mean, var = self.running_mean, self.running_var
-        v = lambda t: self._view(z, t)
+        v = lambda t: _along_dim1(t, z)
         x = (z - v(self.beta)) * torch.exp(-v(self.log_gamma)) * torch.sqrt(v(var) + self.eps) + v(mean)
         return x, -self._ladj(z, var)
 
@@ -182,9 +178,6 @@ class ActNorm(Transform):
         self._known_initialized = bool(self.initialized)  # one host sync, on the first call only
         return not self._known_initialized
 
-    def _view(self, x, v):
-        return v.reshape(1, -1, *([1] * (x.dim() - 2)))
-
     @torch.no_grad()
     def _initialize(self, x):
         dims = [0, *range(2, x.dim())]
@@ -194,14 +187,14 @@ class ActNorm(Transform):
         self._known_initialized = True
 
     def _ladj(self, x):
-        return (-self.log_scale.sum() * x[0, 0].numel()).expand(x.shape[0])
+        return (-self.log_scale.sum() * _positions(x, 1)).expand(x.shape[0])
 
     def forward(self, x, context=None):
         if self.training and x.shape[0] > 1 and self._needs_init():
             self._initialize(x)
-        z = (x - self._view(x, self.loc)) * torch.exp(-self._view(x, self.log_scale))
+        z = (x - _along_dim1(self.loc, x)) * torch.exp(-_along_dim1(self.log_scale, x))
         return z, self._ladj(x)
 
     def inverse(self, z, context=None):
-        x = z * torch.exp(self._view(z, self.log_scale)) + self._view(z, self.loc)
+        x = z * torch.exp(_along_dim1(self.log_scale, z)) + _along_dim1(self.loc, z)
         return x, -self._ladj(z)

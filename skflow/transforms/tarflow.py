@@ -257,19 +257,11 @@ def tarflow(
     torch.Size([4, 6])
     """
     patches = Patchify(n_features, image_shape, patch_size)
+    shape = (patches.n_tokens, patches.token_features)
+    transformer = (channels, n_layers, n_heads, context_features)
     steps = []
     for k in range(n_blocks):
         if mixing:
             steps.append(LULinear(patches.token_features, dim=-1, bias=True))
-        block = TarFlowBlock(
-            patches.n_tokens,
-            patches.token_features,
-            channels,
-            n_layers,
-            n_heads,
-            context_features,
-            k % 2 == 1,
-            max_log_scale,
-        )
-        steps.append(block)
+        steps.append(TarFlowBlock(*shape, *transformer, reverse=k % 2 == 1, max_log_scale=max_log_scale))
     return Compose(patches, *steps)
