@@ -34,32 +34,16 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from skorch.callbacks import Callback
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _tabular_data import DATA_DIR, ZukoMAF
 
 from skflow import MAFDensity
-from skflow.training import training_settings
+from skflow.training import TimeLimit, training_settings
 
 RESULTS = Path(__file__).resolve().parent / "results"
 SIZES = (10_000, 100_000, 1_000_000)
 CONTENDERS = ("skflow default", "skflow base=normal", "zuko MAF + loop", "skflow fixed recipe")
-
-
-class TimeBudget(Callback):
-    """Stop training at the end of the first epoch that ends after ``seconds`` (best weights kept)."""
-
-    def __init__(self, seconds):
-        self.seconds = seconds
-
-    def on_train_begin(self, net, **kwargs):
-        self.start_, self.stopped_ = time.perf_counter(), False
-
-    def on_epoch_end(self, net, **kwargs):
-        if time.perf_counter() - self.start_ > self.seconds:
-            self.stopped_ = True
-            raise KeyboardInterrupt  # skorch ends the fit cleanly; early stopping restores the best weights
 
 
 def shuttle_rows(n, seed=0):
@@ -93,7 +77,7 @@ def run(name, n, budget, seed=0):
     elif name == "zuko MAF + loop":
         model = ZukoMAF(random_state=seed, **settings).fit(X_train)
     else:
-        budget_callback = TimeBudget(budget)
+        budget_callback = TimeLimit(budget)
         model = MAFDensity(
             batch_size=64,
             lr=1e-3,

@@ -268,6 +268,9 @@ class RealNVPImageDensity(_ImageDensity):
         patience=10,
         callbacks=None,
         device="auto",
+        precision="float32",
+        compile=False,
+        accelerator=None,
         random_state=None,
         verbose=0,
     ):
@@ -288,6 +291,9 @@ class RealNVPImageDensity(_ImageDensity):
         self.patience = patience
         self.callbacks = callbacks
         self.device = device
+        self.precision = precision
+        self.compile = compile
+        self.accelerator = accelerator
         self.random_state = random_state
         self.verbose = verbose
 
@@ -364,6 +370,9 @@ class GlowDensity(_ImageDensity):
         patience=10,
         callbacks=None,
         device="auto",
+        precision="float32",
+        compile=False,
+        accelerator=None,
         random_state=None,
         verbose=0,
     ):
@@ -385,6 +394,9 @@ class GlowDensity(_ImageDensity):
         self.patience = patience
         self.callbacks = callbacks
         self.device = device
+        self.precision = precision
+        self.compile = compile
+        self.accelerator = accelerator
         self.random_state = random_state
         self.verbose = verbose
 

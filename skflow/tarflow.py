@@ -200,6 +200,9 @@ class TarFlowDensity(FlowDensity):
         dequantize="auto",
         callbacks=None,
         device="auto",
+        precision="float32",
+        compile=False,
+        accelerator=None,
         random_state=None,
         verbose=0,
     ):
@@ -224,6 +227,9 @@ class TarFlowDensity(FlowDensity):
         self.dequantize = dequantize
         self.callbacks = callbacks
         self.device = device
+        self.precision = precision
+        self.compile = compile
+        self.accelerator = accelerator
         self.random_state = random_state
         self.verbose = verbose
 

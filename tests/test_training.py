@@ -112,3 +112,16 @@ def test_process_slices_partition_every_global_batch():
     for i, (whole, _) in enumerate(reference):
         parts = torch.cat([batches[k][i][0]["x"] for k in range(3)])
         torch.testing.assert_close(parts, whole["x"])
+
+
+@pytest.mark.parametrize("name", ["GlowDensity", "TarFlowDensity"])
+def test_bfloat16_training_of_image_flows(name):
+    import skflow
+    from sklearn.datasets import load_digits
+
+    X = load_digits().images.astype(int)[:120]
+    common = dict(n_bins=17, max_epochs=2, random_state=0)
+    full = getattr(skflow, name)(**common).fit(X)
+    half = getattr(skflow, name)(precision="bfloat16", **common).fit(X)
+    assert np.all(np.isfinite(half.score_samples(X)))
+    assert abs(half.score(X) - full.score(X)) < 0.05 * abs(full.score(X))

@@ -1,6 +1,6 @@
 """The training loop: the skorch network, its batches and its callbacks."""
 
-from .callbacks import DivergenceGuard, lr_schedule
+from .callbacks import DivergenceGuard, TimeLimit, lr_schedule
 from .net import BatchIterator, FlowNet, NegativeLogLikelihood, TensorDataset
 from .sizing import training_settings
 
@@ -10,6 +10,7 @@ __all__ = [
     "FlowNet",
     "NegativeLogLikelihood",
     "TensorDataset",
+    "TimeLimit",
     "lr_schedule",
     "training_settings",
 ]

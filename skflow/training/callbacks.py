@@ -1,12 +1,13 @@
-"""skflow's own skorch callbacks: divergence recovery and the learning-rate schedule."""
+"""skflow's own skorch callbacks: divergence recovery, the learning-rate schedule, a time limit."""
 
 import copy
+import time
 
 import torch
 from skorch.callbacks import Callback, LRScheduler
 from torch.optim.lr_scheduler import CosineAnnealingLR
 
-__all__ = ["DivergenceGuard", "lr_schedule"]
+__all__ = ["DivergenceGuard", "TimeLimit", "lr_schedule"]
 
 
 def lr_schedule(name, max_epochs):
@@ -110,3 +111,39 @@ class DivergenceGuard(Callback):
         net.optimizer_.load_state_dict(optimizer_state)
         for group in net.optimizer_.param_groups:
             group["lr"] *= 0.5
+
+
+class TimeLimit(Callback):
+    """End training after the first epoch that finishes ``seconds`` after training began.
+
+    Pass it in an estimator's ``callbacks`` to fit within a wall-clock
+    budget. Training ends as at the last epoch: with early stopping, the best
+    weights are restored. ``stopped_`` says whether the limit ended the fit.
+
+    Parameters
+    ----------
+    seconds : float
+        Wall-clock budget of the training loop.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from skflow import MAFDensity
+    >>> from skflow.training import TimeLimit
+    >>> limit = TimeLimit(0.0)
+    >>> model = MAFDensity(n_transforms=1, max_epochs=50, callbacks=[limit], random_state=0)
+    >>> model = model.fit(np.random.default_rng(0).normal(size=(200, 2)))
+    >>> limit.stopped_, model.n_iter_
+    (True, 1)
+    """
+
+    def __init__(self, seconds):
+        self.seconds = seconds
+
+    def on_train_begin(self, net, **kwargs):
+        self.start_, self.stopped_ = time.perf_counter(), False
+
+    def on_epoch_end(self, net, **kwargs):
+        if time.perf_counter() - self.start_ >= self.seconds:
+            self.stopped_ = True
+            raise KeyboardInterrupt  # skorch ends the fit as after its last epoch (on_train_end runs)

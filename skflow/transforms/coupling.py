@@ -70,7 +70,7 @@ class Coupling(Transform):
         h = soft_clamp(x * self.mask, INPUT_BOUND)
         if context is not None:
             h = torch.cat([h, broadcast_context(context, h)], dim=1)
-        params = self.conditioner(h)
+        params = self.conditioner(h).to(x.dtype)  # x's precision, also under bf16 autocast
         return params.reshape(x.shape[0], self.univariate.n_params, *x.shape[1:])
 
     def _couple(self, step, x, context):

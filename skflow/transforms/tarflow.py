@@ -129,9 +129,11 @@ class TarFlowBlock(Transform):
         return h
 
     def _shift_log_scale(self, h):
+        dtype = h.dtype
         for layer in self.layers:
             h = layer(h)
-        mu, raw = self.out_proj(self.norm(h)).chunk(2, dim=-1)
+        # shift and log-scale in the tokens' precision, also under bf16 autocast
+        mu, raw = self.out_proj(self.norm(h)).to(dtype).chunk(2, dim=-1)
         return mu, soft_clamp(raw, self.max_log_scale)
 
     def _orient(self, x):
