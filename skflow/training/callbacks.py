@@ -63,11 +63,12 @@ class DivergenceGuard(Callback):
     def on_train_begin(self, net, **kwargs):
         self.initialize()
         self._save(net)
+        self._params = [p for p in net.module_.parameters() if p.requires_grad]
 
     def on_grad_computed(self, net, named_parameters, training=False, **kwargs):
         if not training:
             return
-        params = [p for _, p in named_parameters if p.grad is not None]
+        params = [p for p in self._params if p.grad is not None]
         if not params:
             return
         norm = torch.nn.utils.clip_grad_norm_(params, self.max_norm)

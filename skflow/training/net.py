@@ -206,6 +206,11 @@ class FlowNet(NeuralNet):
             self._compiled = cached
         return cached[1]
 
+    def _set_training(self, training=True):
+        # skorch sets the mode of every submodule before every batch; skip it when nothing changes
+        if self.module_.training != training:
+            super()._set_training(training)
+
     def infer(self, x, **fit_params):
         if not self.module_.training:
             return self.module_(**x, **fit_params)
