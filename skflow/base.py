@@ -191,6 +191,18 @@ def batched(fn, n_rows, batch_size, device, dtype=torch.float32, **arrays):
     return np.concatenate(chunks)
 
 
+def store_init_params(estimator, params):
+    """Keep every ``__init__`` argument as the attribute of the same name (scikit-learn's convention).
+
+    The whole body of an estimator's ``__init__`` is
+    ``store_init_params(self, locals())``: no logic and no validation (that
+    happens in ``fit``).
+    """
+    for name, value in params.items():
+        if name not in ("self", "__class__"):
+            setattr(estimator, name, value)
+
+
 def _split_indices(n_samples, validation_fraction, rng):
     """Shuffled (train, validation) row indices; validation may be empty."""
     order = rng.permutation(n_samples)

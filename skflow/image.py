@@ -12,7 +12,7 @@ from numbers import Integral, Real
 
 from sklearn.utils._param_validation import Interval, StrOptions
 
-from .base import FlowDensity, training_doc
+from .base import FlowDensity, store_init_params, training_doc
 from .data import GlobalScaler, UniformDequantization, VariationalDequantization
 from .distributions import StandardNormal
 from .flows import Flow
@@ -274,28 +274,7 @@ class RealNVPImageDensity(_ImageDensity):
         random_state=None,
         verbose=0,
     ):
-        self.n_levels = n_levels
-        self.hidden_channels = hidden_channels
-        self.n_blocks = n_blocks
-        self.image_shape = image_shape
-        self.n_bins = n_bins
-        self.dequantization = dequantization
-        self.logit_alpha = logit_alpha
-        self.n_score_draws = n_score_draws
-        self.max_epochs = max_epochs
-        self.batch_size = batch_size
-        self.lr = lr
-        self.weight_decay = weight_decay
-        self.lr_schedule = lr_schedule
-        self.validation_fraction = validation_fraction
-        self.patience = patience
-        self.callbacks = callbacks
-        self.device = device
-        self.precision = precision
-        self.compile = compile
-        self.accelerator = accelerator
-        self.random_state = random_state
-        self.verbose = verbose
+        store_init_params(self, locals())
 
     def _image_transform(self, image_shape, context_features):
         return _realnvp(image_shape, self.n_levels, self.hidden_channels, self.n_blocks, context_features)
@@ -376,29 +355,7 @@ class GlowDensity(_ImageDensity):
         random_state=None,
         verbose=0,
     ):
-        self.n_levels = n_levels
-        self.n_steps = n_steps
-        self.hidden_channels = hidden_channels
-        self.n_blocks = n_blocks
-        self.image_shape = image_shape
-        self.n_bins = n_bins
-        self.dequantization = dequantization
-        self.logit_alpha = logit_alpha
-        self.n_score_draws = n_score_draws
-        self.max_epochs = max_epochs
-        self.batch_size = batch_size
-        self.lr = lr
-        self.weight_decay = weight_decay
-        self.lr_schedule = lr_schedule
-        self.validation_fraction = validation_fraction
-        self.patience = patience
-        self.callbacks = callbacks
-        self.device = device
-        self.precision = precision
-        self.compile = compile
-        self.accelerator = accelerator
-        self.random_state = random_state
-        self.verbose = verbose
+        store_init_params(self, locals())
 
     def _image_transform(self, image_shape, context_features):
         return _glow(

@@ -11,7 +11,7 @@ from numbers import Integral, Real
 import torch
 from sklearn.utils._param_validation import Interval, StrOptions
 
-from .base import FlowDensity, training_doc
+from .base import FlowDensity, store_init_params, training_doc
 from .distributions import DiagonalNormal, GaussianMixture, MADEMixture, StandardNormal
 from .flows import Flow
 from .transforms import (
@@ -85,50 +85,8 @@ def _doc(cls):
     return cls
 
 
-class _TabularDensity(FlowDensity):
-    """Stores the parameters every tabular density shares."""
-
-    def _set_common(
-        self,
-        hidden_features,
-        dequantize,
-        point_mass_noise,
-        max_epochs,
-        batch_size,
-        lr,
-        weight_decay,
-        lr_schedule,
-        validation_fraction,
-        patience,
-        callbacks,
-        device,
-        precision,
-        compile,
-        accelerator,
-        random_state,
-        verbose,
-    ):
-        self.hidden_features = hidden_features
-        self.dequantize = dequantize
-        self.point_mass_noise = point_mass_noise
-        self.max_epochs = max_epochs
-        self.batch_size = batch_size
-        self.lr = lr
-        self.weight_decay = weight_decay
-        self.lr_schedule = lr_schedule
-        self.validation_fraction = validation_fraction
-        self.patience = patience
-        self.callbacks = callbacks
-        self.device = device
-        self.precision = precision
-        self.compile = compile
-        self.accelerator = accelerator
-        self.random_state = random_state
-        self.verbose = verbose
-
-
 @_doc
-class MADEDensity(_TabularDensity):
+class MADEDensity(FlowDensity):
     """Density estimation with one MADE (Germain et al. 2015).
 
     Each conditional ``p(x_i | x_<i)`` is a Gaussian (``n_components=1``) or a
@@ -196,13 +154,7 @@ class MADEDensity(_TabularDensity):
         random_state=None,
         verbose=0,
     ):
-        self.n_components = n_components
-        self.order = order
-        self._set_common(
-            hidden_features, dequantize, point_mass_noise, max_epochs, batch_size, lr, weight_decay,
-            lr_schedule, validation_fraction, patience, callbacks, device, precision, compile, accelerator,
-            random_state, verbose,
-        )  # fmt: skip
+        store_init_params(self, locals())
 
     def _build_flow(self, n_features, context_features):
         order = torch.randperm(n_features) if self.order == "random" else torch.arange(n_features)
@@ -226,7 +178,7 @@ def _base_distribution(name, n_features, n_components, hidden_features, context_
     return builders[name]()
 
 
-class _StackedFlowDensity(_TabularDensity):
+class _StackedFlowDensity(FlowDensity):
     """Shared constructor of the flows that stack ``n_transforms`` layers.
 
     Subclasses define ``_layer(k, n_features, context_features)``.
@@ -265,15 +217,7 @@ class _StackedFlowDensity(_TabularDensity):
         random_state=None,
         verbose=0,
     ):
-        self.n_transforms = n_transforms
-        self.batch_norm = batch_norm
-        self.base = base
-        self.n_components = n_components
-        self._set_common(
-            hidden_features, dequantize, point_mass_noise, max_epochs, batch_size, lr, weight_decay,
-            lr_schedule, validation_fraction, patience, callbacks, device, precision, compile, accelerator,
-            random_state, verbose,
-        )  # fmt: skip
+        store_init_params(self, locals())
 
     def _build_flow(self, n_features, context_features):
         layers = []
@@ -372,14 +316,7 @@ class MAFDensity(_StackedFlowDensity):
         verbose=0,
     ):
         # Only the default base differs from the other stacked flows (MAF MoG, the paper's best).
-        super().__init__(
-            n_transforms=n_transforms, hidden_features=hidden_features, batch_norm=batch_norm, base=base,
-            n_components=n_components, dequantize=dequantize, point_mass_noise=point_mass_noise,
-            max_epochs=max_epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
-            lr_schedule=lr_schedule, validation_fraction=validation_fraction, patience=patience,
-            callbacks=callbacks, device=device, precision=precision, compile=compile, accelerator=accelerator,
-            random_state=random_state, verbose=verbose,
-        )  # fmt: skip
+        store_init_params(self, locals())
 
     def _layer(self, k, n_features, context_features):
         return self._autoregressive(k, n_features, context_features)
@@ -530,16 +467,7 @@ class NSFDensity(_StackedFlowDensity):
         random_state=None,
         verbose=0,
     ):
-        self.spline_bins = spline_bins
-        self.spline_bound = spline_bound
-        super().__init__(
-            n_transforms=n_transforms, hidden_features=hidden_features, batch_norm=batch_norm, base=base,
-            n_components=n_components, dequantize=dequantize, point_mass_noise=point_mass_noise,
-            max_epochs=max_epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
-            lr_schedule=lr_schedule, validation_fraction=validation_fraction, patience=patience,
-            callbacks=callbacks, device=device, precision=precision, compile=compile, accelerator=accelerator,
-            random_state=random_state, verbose=verbose,
-        )  # fmt: skip
+        store_init_params(self, locals())
 
     def _layer(self, k, n_features, context_features):
         spline = RationalQuadraticSpline(self.spline_bins, self.spline_bound)
@@ -625,15 +553,7 @@ class RealNVPDensity(_StackedFlowDensity):
         random_state=None,
         verbose=0,
     ):
-        self.coupling_map = coupling_map
-        super().__init__(
-            n_transforms=n_transforms, hidden_features=hidden_features, batch_norm=batch_norm, base=base,
-            n_components=n_components, dequantize=dequantize, point_mass_noise=point_mass_noise,
-            max_epochs=max_epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
-            lr_schedule=lr_schedule, validation_fraction=validation_fraction, patience=patience,
-            callbacks=callbacks, device=device, precision=precision, compile=compile, accelerator=accelerator,
-            random_state=random_state, verbose=verbose,
-        )  # fmt: skip
+        store_init_params(self, locals())
 
     def _layer(self, k, n_features, context_features):
         univariate = Affine() if self.coupling_map == "affine" else RationalQuadraticSpline()

@@ -11,7 +11,7 @@ import torch
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
-from .base import FlowDensity, training_doc
+from .base import FlowDensity, store_init_params, training_doc
 from .data import GlobalScaler, UniformDequantization
 from .distributions import StandardNormal
 from .flows import DequantizedFlow, Flow
@@ -206,32 +206,7 @@ class TarFlowDensity(FlowDensity):
         random_state=None,
         verbose=0,
     ):
-        self.patch_size = patch_size
-        self.n_blocks = n_blocks
-        self.n_layers = n_layers
-        self.channels = channels
-        self.n_heads = n_heads
-        self.noise_std = noise_std
-        self.image_shape = image_shape
-        self.n_bins = n_bins
-        self.mixing = mixing
-        self.logit_alpha = logit_alpha
-        self.n_score_draws = n_score_draws
-        self.max_epochs = max_epochs
-        self.batch_size = batch_size
-        self.lr = lr
-        self.weight_decay = weight_decay
-        self.lr_schedule = lr_schedule
-        self.validation_fraction = validation_fraction
-        self.patience = patience
-        self.dequantize = dequantize
-        self.callbacks = callbacks
-        self.device = device
-        self.precision = precision
-        self.compile = compile
-        self.accelerator = accelerator
-        self.random_state = random_state
-        self.verbose = verbose
+        store_init_params(self, locals())
 
     _images = "optional"
     _tail_weight = 0.0

@@ -14,7 +14,7 @@ from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions, validate_params
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from .base import INFERENCE_BATCH, batched, resolve_device
+from .base import INFERENCE_BATCH, batched, resolve_device, store_init_params
 from .distributions import StandardNormal
 from .flows import Flow
 from .training.reverse_kl import fit_reverse_kl, target_log_prob
@@ -190,18 +190,7 @@ class VariationalDensity(DensityMixin, BaseEstimator):
         random_state=None,
         verbose=0,
     ):
-        self.log_prob = log_prob
-        self.n_features = n_features
-        self.flow = flow
-        self.n_transforms = n_transforms
-        self.hidden_features = hidden_features
-        self.batch_size = batch_size
-        self.max_steps = max_steps
-        self.lr = lr
-        self.patience = patience
-        self.device = device
-        self.random_state = random_state
-        self.verbose = verbose
+        store_init_params(self, locals())
 
     # ------------------------------------------------------------------ fit
     @_fit_context(prefer_skip_nested_validation=True)
