@@ -17,8 +17,10 @@ from skflow import FlowRegressor, NSFDensity, conditional_log_likelihood
 X, y = load_diabetes(return_X_y=True)
 X_train, X_test, y_train, y_test = train_test_split(X, y, test_size=0.25, random_state=0)
 
-pipe = make_pipeline(StandardScaler(), FlowRegressor(NSFDensity(hidden_features=(64, 64)), random_state=0))
-grid = {"flowregressor__estimator__n_transforms": [2, 4]}
+# the default density of FlowRegressor, as one flow or as a mixture of five seeded flows
+regressor = FlowRegressor(NSFDensity(n_transforms=2, hidden_features=(16, 16)), random_state=0)
+pipe = make_pipeline(StandardScaler(), regressor)
+grid = {"flowregressor__n_estimators": [1, 5]}
 search = GridSearchCV(pipe, grid, scoring=conditional_log_likelihood, cv=3).fit(X_train, y_train)
 best = search.best_estimator_
 

@@ -6,6 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 from scipy.integrate import quad
+from scipy.special import logsumexp
+from sklearn.base import clone
 from sklearn.exceptions import NotFittedError
 from sklearn.model_selection import GridSearchCV
 from sklearn.pipeline import make_pipeline
@@ -173,8 +175,121 @@ def _expected_failures(estimator):
 
 
 @parametrize_with_checks(
-    [FlowRegressor(MAFDensity(n_transforms=2, hidden_features=(32,), max_epochs=100), random_state=0)],
+    [
+        FlowRegressor(
+            MAFDensity(n_transforms=2, hidden_features=(32,), max_epochs=100), n_estimators=1, random_state=0
+        ),
+        FlowRegressor(
+            MAFDensity(n_transforms=1, hidden_features=(32,), max_epochs=100), n_estimators=2, random_state=0
+        ),
+    ],
     expected_failed_checks=_expected_failures,
 )
 def test_sklearn_compatible(estimator, check):
     check(estimator)
+
+
+# ----------------------------------------------------------------- mixtures of flows (n_estimators)
+@pytest.fixture(scope="module")
+def mixture():
+    X, y = _data(200)
+    density = MAFDensity(n_transforms=1, hidden_features=(16,), max_epochs=30)
+    return FlowRegressor(density, n_estimators=3, random_state=0).fit(X, y), X, y
+
+
+def test_mixture_log_density_is_the_logsumexp_of_its_members(mixture):
+    reg, X, y = mixture
+    assert len(reg.estimators_) == 3 and reg.estimator_ is reg.estimators_[0]
+    context = (X[:20] - reg.x_mean_) / reg.x_scale_
+    members = np.array([d._conditional_log_prob(y[:20, None], context) for d in reg.estimators_])
+    assert not np.allclose(members[0], members[1])  # the members differ (seeds, validation splits)
+    np.testing.assert_allclose(
+        reg.score_samples(X[:20], y[:20]), logsumexp(members, axis=0) - np.log(3), rtol=1e-12
+    )
+
+
+def test_mixture_integrates_to_one_and_samples_every_member(mixture):
+    reg, X, _ = mixture
+    mass = quad(lambda v: np.exp(reg.score_samples(X[:1], [v])[0]), -30, 30, limit=200)[0]
+    assert mass == pytest.approx(1.0, abs=3e-3)
+    draws = reg.sample_y(X[:2], 4000, random_state=0)
+    assert draws.shape == (2, 4000)
+    # the draws follow the mixture: their mean agrees with the mean of the mixture's density
+    grid = np.linspace(-15, 20, 3501)
+    density = np.exp(reg.score_samples(np.repeat(X[:1], len(grid), axis=0), grid))
+    assert draws[0].mean() == pytest.approx(np.trapezoid(grid * density, grid), abs=0.05)
+    interval = reg.predict_interval(X[:3])
+    assert interval.shape == (3, 2) and np.all(interval[:, 0] < interval[:, 1])
+
+
+def test_mixture_member_zero_is_the_single_flow(mixture):
+    reg, X, y = mixture
+    single = FlowRegressor(reg.estimator, n_estimators=1, random_state=0).fit(X, y)
+    context = (X - reg.x_mean_) / reg.x_scale_
+    np.testing.assert_array_equal(
+        single.score_samples(X, y), reg.estimators_[0]._conditional_log_prob(y[:, None], context)
+    )
+
+
+def test_mixture_reproducible_and_picklable(mixture):
+    reg, X, y = mixture
+    again = clone(reg).fit(X, y)
+    np.testing.assert_array_equal(reg.score_samples(X, y), again.score_samples(X, y))
+    np.testing.assert_array_equal(
+        reg.sample_y(X[:3], 5, random_state=1), again.sample_y(X[:3], 5, random_state=1)
+    )
+    np.testing.assert_array_equal(reg.predict(X[:4]), again.predict(X[:4]))
+    loaded = pickle.loads(pickle.dumps(reg))
+    np.testing.assert_array_equal(loaded.score_samples(X, y), reg.score_samples(X, y))
+    np.testing.assert_array_equal(loaded.predict_interval(X[:4]), reg.predict_interval(X[:4]))
+
+
+def test_mixture_members_differ_without_random_state():
+    X, y = _data(100)
+    density = MAFDensity(n_transforms=1, hidden_features=(8,), max_epochs=3, random_state=0)
+    reg = FlowRegressor(density, n_estimators=2).fit(X, y)  # seeds drawn from the estimator's random_state
+    a, b = (d._conditional_log_prob(y[:, None], reg._context(X)) for d in reg.estimators_)
+    assert not np.allclose(a, b)
+    np.testing.assert_array_equal(reg.score_samples(X, y), clone(reg).fit(X, y).score_samples(X, y))
+
+
+@pytest.mark.parametrize("bad", [0, -1, 1.5, "3"])
+def test_bad_n_estimators_is_refused(bad):
+    X, y = _data(50)
+    with pytest.raises(ValueError, match="n_estimators"):
+        FlowRegressor(MAFDensity(**SMALL), n_estimators=bad).fit(X, y)
+
+
+# ----------------------------------------------------------------- shortest intervals
+def test_shortest_interval_holds_the_coverage_and_is_no_wider_than_the_central_one():
+    X, y = _data(200)
+    reg = FlowRegressor(MAFDensity(**SMALL), n_estimators=1, n_samples=400, random_state=0).fit(X, y)
+    central = reg.predict_interval(X[:20], 0.8)
+    shortest = reg.predict_interval(X[:20], 0.8, kind="shortest")
+    assert np.all(shortest[:, 1] - shortest[:, 0] <= central[:, 1] - central[:, 0] + 1e-12)
+    draws = reg._draws(X[:20])[:, 0]  # the same seeded draws the intervals came from
+    held = np.mean((draws >= shortest[:, :1]) & (draws <= shortest[:, 1:]), axis=1)
+    assert np.all(held >= 0.8)
+
+
+def test_shortest_interval_is_narrower_and_closer_to_nominal_at_an_edge_point_mass():
+    # y = 0 with probability 0.6, else exponential: the true central 90% interval [0, q95] covers 95%,
+    # the true shortest one [0, q90] covers exactly 90%
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(2800, 1))
+    y = np.where(rng.uniform(size=2800) < 0.6, 0.0, rng.exponential(size=2800) * (1 + np.abs(X[:, 0])))
+    density = NSFDensity(n_transforms=2, hidden_features=(16, 16))
+    reg = FlowRegressor(density, n_estimators=1, n_samples=500, random_state=0).fit(X[:800], y[:800])
+    central = reg.predict_interval(X[800:], 0.9)
+    shortest = reg.predict_interval(X[800:], 0.9, kind="shortest")
+    covered = lambda interval: np.mean((interval[:, 0] <= y[800:]) & (y[800:] <= interval[:, 1]))
+    assert covered(central) > 0.91
+    assert abs(covered(shortest) - 0.9) < 0.04
+    assert np.mean(shortest[:, 1] - shortest[:, 0]) < 0.8 * np.mean(central[:, 1] - central[:, 0])
+
+
+def test_bad_interval_kind_is_refused():
+    X, y = _data(50)
+    reg = FlowRegressor(MAFDensity(**SMALL), n_estimators=1).fit(X, y)
+    with pytest.raises(ValueError, match="kind"):
+        reg.predict_interval(X, kind="widest")
