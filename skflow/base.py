@@ -68,7 +68,7 @@ TRAINING_DOC = """
         rows: up to 20,000 rows it is 1e-3 (batch 64, 300 epochs, patience
         20); beyond, the batch grows with the data (at most 1024), the rate
         with the square root of the batch (at most 4e-3), and epochs and
-        patience shrink (at least 20 and 5); see
+        patience shrink (at least 20 and 10); see
         :func:`skflow.training.sizing.training_settings`. The values used are
         in ``training_settings_``.
     weight_decay : float, default={weight_decay}

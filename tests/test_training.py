@@ -34,7 +34,7 @@ def test_auto_settings_grow_with_the_data_and_stay_bounded():
     assert all(s["lr"] <= 4e-3 and s["lr"] > BASE["lr"] for s in settings)
     epochs = [s["max_epochs"] for s in settings]
     assert epochs == sorted(epochs, reverse=True) and min(epochs) == 20
-    assert min(s["patience"] for s in settings) == 5
+    assert min(s["patience"] for s in settings) == 10
     # fit cost ~ rows x epochs stays at most linear in n
     work = [n * s["max_epochs"] for n, s in zip(sizes, settings)]
     assert all(b / a <= n2 / n1 for a, b, n1, n2 in zip(work, work[1:], sizes, sizes[1:]))
