@@ -27,6 +27,7 @@ best = search.best_estimator_
 print("chosen:", search.best_params_)
 print(f"held-out mean log p(y | x): {conditional_log_likelihood(best, X_test, y_test):.3f} nats")
 print(f"held-out R^2 of the conditional mean: {best.score(X_test, y_test):.3f}")
-interval = best.predict_interval(X_test, coverage=0.9)
+# a Pipeline forwards predict, not predict_interval: scale X, then ask the regressor (its last step)
+interval = best[-1].predict_interval(best[:-1].transform(X_test), coverage=0.9)
 covered = np.mean((y_test >= interval[:, 0]) & (y_test <= interval[:, 1]))
 print(f"90% intervals cover {covered:.0%} of held-out patients; mean width {np.mean(np.diff(interval)):.1f}")
