@@ -12,6 +12,5 @@ def data():
 
 
 def estimator(**params):
-    return MAFDensity(
-        n_transforms=2, hidden_features=(32, 32), max_epochs=15, batch_size=32, random_state=0, **params
-    )
+    defaults = dict(n_transforms=2, hidden_features=(32, 32), max_epochs=15, batch_size=32, random_state=0)
+    return MAFDensity(**{**defaults, **params})

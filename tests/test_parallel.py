@@ -46,3 +46,16 @@ def test_two_processes_agree_with_each_other_and_with_one(tmp_path):
     # each process trains on half of every global batch, so the averaged gradient is the
     # one-process gradient up to rounding: the held-out log-likelihoods agree closely
     assert abs(float(ranks[0]["held_out"]) - single.score(X_test)) < 0.05
+
+
+def test_one_process_accelerator_gives_the_plain_fit_and_pickles():
+    import pickle
+
+    from accelerate import Accelerator
+
+    X_train, X_test = data()
+    accelerated = estimator(max_epochs=3, accelerator=Accelerator(cpu=True)).fit(X_train)
+    plain = estimator(max_epochs=3).fit(X_train)
+    np.testing.assert_array_equal(accelerated.score_samples(X_test), plain.score_samples(X_test))
+    restored = pickle.loads(pickle.dumps(accelerated))
+    np.testing.assert_array_equal(restored.score_samples(X_test), plain.score_samples(X_test))
