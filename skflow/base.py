@@ -367,16 +367,12 @@ class FlowDensity(DensityMixin, BaseEstimator):
             callbacks.append(("lr_schedule", schedule))
         callbacks += _named_callbacks(self.callbacks)
         dequantized = isinstance(module, DequantizedFlow)
-        accelerator = getattr(self, "accelerator", None)
-        if accelerator is None:
-            net_class, options = (
-                FlowNet,
-                {"device": device, "precision": getattr(self, "precision", "float32")},
-            )
+        if self.accelerator is None:
+            net_class, options = FlowNet, {"device": device, "precision": self.precision}
         else:
             from .training.parallel import AcceleratedFlowNet, accelerated_net_options
 
-            net_class, options = AcceleratedFlowNet, accelerated_net_options(accelerator, self.verbose)
+            net_class, options = AcceleratedFlowNet, accelerated_net_options(self.accelerator, self.verbose)
         return net_class(
             module,
             criterion=NegativeLogLikelihood,
@@ -387,7 +383,7 @@ class FlowDensity(DensityMixin, BaseEstimator):
             lr=settings["lr"],
             max_epochs=settings["max_epochs"],
             batch_size=settings["batch_size"],
-            compile_module=getattr(self, "compile", False),
+            compile_module=self.compile,
             train_split=None if valid_set is None else predefined_split(valid_set),
             callbacks=callbacks,
             iterator_train=BatchIterator,
@@ -438,13 +434,12 @@ class FlowDensity(DensityMixin, BaseEstimator):
         :class:`skflow.conditional.FlowRegressor` enters here with the
         standardised features as the context.
         """
-        accelerator = getattr(self, "accelerator", None)
-        if accelerator is None:
+        if self.accelerator is None:
             device = resolve_device(self.device)
         else:
             from .training.parallel import check_accelerator
 
-            device = check_accelerator(accelerator).device
+            device = check_accelerator(self.accelerator).device
         self.standardizer_ = self._make_scaler().fit(X)
         Z = self.standardizer_.transform(X)
         rng = check_random_state(self.random_state)

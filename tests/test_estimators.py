@@ -564,6 +564,9 @@ class _ExplodingDensity(FlowDensity):
         self.callbacks = None
         self.dequantize = "auto"
         self.device = "cpu"
+        self.precision = "float32"
+        self.compile = False
+        self.accelerator = None
         self.verbose = 0
 
     def _build_flow(self, n_features, context_features):
