@@ -140,15 +140,10 @@ class BatchIterator:
             batch["noise"] = torch.rand(x.shape, generator=rng, device=x.device, dtype=x.dtype)
         start = 0
         for size in _split_sizes(n, len(self)):
-            if self.num_processes > 1:  # this process's slice of the global batch
-                parts = _split_sizes(size, self.num_processes)
-                first = start + sum(parts[: self.process_index])
-                yield (
-                    {key: value[first : first + parts[self.process_index]] for key, value in batch.items()},
-                    None,
-                )
-            else:
-                yield {key: value[start : start + size] for key, value in batch.items()}, None
+            parts = _split_sizes(size, self.num_processes)  # this process's slice of the global batch
+            first = start + sum(parts[: self.process_index])
+            stop = first + parts[self.process_index]
+            yield {key: value[first:stop] for key, value in batch.items()}, None
             start += size
 
 
