@@ -12,8 +12,6 @@ Checks an estimator cannot pass are listed with the reason by ``_expected_failur
 """
 
 import numpy as np
-import pytest
-import torch
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from skflow import (
@@ -28,15 +26,6 @@ from skflow import (
     TarFlowDensity,
     VariationalDensity,
 )
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Tiny models train several times faster on one thread (no OpenMP contention)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 TINY = dict(max_epochs=2, hidden_features=(4,), batch_size=64)

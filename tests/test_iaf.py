@@ -14,15 +14,6 @@ from skflow.tabular import IAFDensity, MAFDensity
 from skflow.transforms import Inverse, MaskedAffineAutoregressive
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Tiny models train several times faster on one thread (no OpenMP contention)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _perturbed_iaf(n_features, seed, context_features=0):
     order = torch.randperm(n_features)
     layer = Inverse(

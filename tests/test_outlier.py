@@ -8,7 +8,6 @@ import pickle
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 from scipy import sparse
 from sklearn.exceptions import NotFittedError
 from sklearn.metrics import roc_auc_score
@@ -21,15 +20,6 @@ from sklearn.utils._param_validation import InvalidParameterError
 import skflow.outlier
 from skflow.outlier import FlowOutlierDetector
 from skflow.tabular import MAFDensity, NSFDensity, RealNVPDensity
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Tiny models train several times faster on one thread (no OpenMP contention)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def _tiny(**params):
@@ -253,7 +243,10 @@ def test_images_are_passed_to_an_image_density():
 def test_copies_fit_in_parallel_with_the_same_result():
     X = np.random.RandomState(0).normal(size=(200, 3))
     make = lambda n_jobs: FlowOutlierDetector(  # noqa: E731
-        MAFDensity(max_epochs=3, n_transforms=1, hidden_features=(8,)), n_estimators=2, random_state=0, n_jobs=n_jobs
+        MAFDensity(max_epochs=3, n_transforms=1, hidden_features=(8,)),
+        n_estimators=2,
+        random_state=0,
+        n_jobs=n_jobs,
     )
     serial, parallel = make(None).fit(X), make(2).fit(X)
     np.testing.assert_allclose(parallel.score_samples(X), serial.score_samples(X), rtol=1e-6, atol=1e-6)

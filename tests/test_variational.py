@@ -11,15 +11,6 @@ from sklearn.base import clone
 from skflow.variational import VariationalDensity
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Tiny flows train several times faster on one thread (no OpenMP contention)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 # ---------------------------------------------------------------- targets
 MEAN = torch.tensor([1.0, -1.0, 0.5])
 _L = torch.tensor([[2.0, 0.0, 0.0], [0.4, 0.3, 0.0], [-0.6, 0.2, 0.7]])
