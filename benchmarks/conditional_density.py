@@ -224,7 +224,8 @@ class Flow:
     def spec(self):
         """The regressor's repr, defaults spelt out (identifies what ``Flow default`` was)."""
         estimator = self.model.estimator or _default_estimator()
-        return f"FlowRegressor(estimator={estimator!r}, n_estimators={self.model.n_estimators})"
+        noise = f", feature_noise={self.model.feature_noise}" if self.model.feature_noise else ""
+        return f"FlowRegressor(estimator={estimator!r}, n_estimators={self.model.n_estimators}{noise})"
 
 
 class NGBoost:
@@ -517,6 +518,15 @@ METHODS = {
     "Flow NSF 3x32 4 bins x5": lambda seed: Flow(_nsf3x32(spline_bins=4), seed, n_estimators=5),
     "Flow NSF 2x16 4 bins x5": lambda seed: Flow(
         NSFDensity(n_transforms=2, hidden_features=(16, 16), spline_bins=4), seed, n_estimators=5),
+    "Flow NSF 2x16 x5 xnoise 0.1": lambda seed: Flow(NSFDensity(n_transforms=2, hidden_features=(16, 16)), seed,
+                                                     n_estimators=5, feature_noise=0.1),
+    "Flow NSF 2x16 x5 xnoise 0.2": lambda seed: Flow(NSFDensity(n_transforms=2, hidden_features=(16, 16)), seed,
+                                                     n_estimators=5, feature_noise=0.2),
+    "Flow NSF 2x16 x5 xnoise 0.4": lambda seed: Flow(NSFDensity(n_transforms=2, hidden_features=(16, 16)), seed,
+                                                     n_estimators=5, feature_noise=0.4),
+    "Flow MAF x5": lambda seed: Flow(MAFDensity(hidden_features=(64, 64), base="normal"), seed, n_estimators=5),
+    "Flow MAF x5 xnoise 0.2": lambda seed: Flow(MAFDensity(hidden_features=(64, 64), base="normal"), seed,
+                                                n_estimators=5, feature_noise=0.2),
     "zuko NSF": lambda seed: ZukoNSF(seed),
     "NGBoost": lambda seed: NGBoost(seed),
     "NGBoost (val. stop)": lambda seed: NGBoost(seed, early_stopping=True),

@@ -354,7 +354,7 @@ class FlowDensity(DensityMixin, BaseEstimator):
         dequantizer = self._dequantizer()
         return flow if dequantizer is None else DequantizedFlow(flow, dequantizer)
 
-    def _make_net(self, module, device, valid_set, seed):
+    def _make_net(self, module, device, valid_set, seed, context_noise=0.0):
         settings = self.training_settings_
         callbacks = [("divergence_guard", DivergenceGuard(max_norm=GRADIENT_CLIP))]
         if valid_set is not None:
@@ -390,6 +390,7 @@ class FlowDensity(DensityMixin, BaseEstimator):
             iterator_train__shuffle=True,
             iterator_train__noise_width=self.standardizer_.noise_width,
             iterator_train__smoothing_std=self._smoothing_std(),
+            iterator_train__context_noise=context_noise,
             iterator_train__context_dropout=self._context_dropout(),
             iterator_train__dequantization_noise=dequantized,
             iterator_train__seed=seed,
@@ -421,18 +422,22 @@ class FlowDensity(DensityMixin, BaseEstimator):
         X = self._validate(X, reset=True)
         return self._fit_rows(X, self._encode_labels(y, len(X)))
 
-    def _fit_given(self, X, context):
-        """Fit ``p(x | context)`` for a continuous context ``(n, k)``: :class:`~skflow.FlowRegressor`'s entry."""
+    def _fit_given(self, X, context, context_noise=0.0):
+        """Fit ``p(x | context)`` for a continuous context ``(n, k)``: :class:`~skflow.FlowRegressor`'s entry.
+
+        ``context_noise`` is the standard deviation of Gaussian noise added to
+        the training contexts (fresh each epoch; validation is not noised).
+        """
         self._check_params()
         X = self._validate(X, reset=True)
         self.classes_ = self.class_prior_ = None
-        return self._fit_rows(X, context)
+        return self._fit_rows(X, context, context_noise)
 
-    def _fit_rows(self, X, context):
+    def _fit_rows(self, X, context, context_noise=0.0):
         """Fit on validated rows X, conditioned on ``context`` (n, k) or None; the shared trunk of ``fit``.
 
         :class:`skflow.conditional.FlowRegressor` enters here with the
-        standardised features as the context.
+        standardised features as the context (and its ``feature_noise``).
         """
         if self.accelerator is None:
             device = resolve_device(self.device)
@@ -455,7 +460,7 @@ class FlowDensity(DensityMixin, BaseEstimator):
             module = self._build_module(Z.shape[1], 0 if context is None else context.shape[1])
             if isinstance(module, MixedFlow):
                 module.categorical.init_marginals(Z[train][:, self.standardizer_.discrete_])
-            net = self._make_net(module, device, valid_set, loop_seed)
+            net = self._make_net(module, device, valid_set, loop_seed, context_noise)
             net.fit(TensorDataset(*rows(train), device=device), None)
         self.net_ = net
         self.history_ = net.history

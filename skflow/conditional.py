@@ -58,6 +58,15 @@ class FlowRegressor(RegressorMixin, BaseEstimator):
         flows smooths the spiky, overconfident densities one flow learns
         from a few hundred rows; fitting and prediction cost grow
         ``n_estimators``-fold. 1 fits a single flow.
+    feature_noise : float, default=0.0
+        Standard deviation of Gaussian noise added to the standardised
+        features of every training row, drawn afresh each epoch (noise
+        regularisation of a conditional density, Rothfuss et al. 2019): it
+        smooths ``p(y | x)`` along ``x``. The validation rows and every
+        prediction use the features as given. On the five small tasks of
+        ``benchmarks/results/conditional_density.md`` (choosing splits) 0.05
+        and 0.1 moved the mean held-out log-likelihood by less than 0.01
+        nats/row and 0.2 or more lowered it, so it is off by default.
     n_samples : int, default=1000
         Draws per row behind :meth:`predict`, :meth:`predict_quantiles` and
         :meth:`predict_interval`.
@@ -130,6 +139,7 @@ class FlowRegressor(RegressorMixin, BaseEstimator):
     _parameter_constraints = {
         "estimator": [FlowDensity, None],
         "n_estimators": [Interval(Integral, 1, None, closed="left")],
+        "feature_noise": [Interval(Real, 0, None, closed="left")],
         "n_samples": [Interval(Integral, 1, None, closed="left")],
         "random_state": ["random_state"],
     }
@@ -139,9 +149,12 @@ class FlowRegressor(RegressorMixin, BaseEstimator):
         tags.target_tags.multi_output = True  # several target columns are modelled jointly
         return tags
 
-    def __init__(self, estimator=None, *, n_estimators=5, n_samples=1000, random_state=None):
+    def __init__(
+        self, estimator=None, *, n_estimators=5, feature_noise=0.0, n_samples=1000, random_state=None
+    ):
         self.estimator = estimator
         self.n_estimators = n_estimators
+        self.feature_noise = feature_noise
         self.n_samples = n_samples
         self.random_state = random_state
 
@@ -199,7 +212,7 @@ class FlowRegressor(RegressorMixin, BaseEstimator):
             density = clone(estimator)
             if seed is not None:
                 density.set_params(random_state=seed)
-            self.estimators_.append(density._fit_given(Y, context))
+            self.estimators_.append(density._fit_given(Y, context, self.feature_noise))
         self.estimator_ = self.estimators_[0]
         return self
 

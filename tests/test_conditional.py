@@ -293,3 +293,23 @@ def test_bad_interval_kind_is_refused():
     reg = FlowRegressor(MAFDensity(**SMALL), n_estimators=1).fit(X, y)
     with pytest.raises(ValueError, match="kind"):
         reg.predict_interval(X, kind="widest")
+
+
+def test_feature_noise_regularises_reproducibly():
+    X, y = _data(150)
+    density = MAFDensity(n_transforms=1, hidden_features=(8,), max_epochs=5, random_state=0)
+    plain = FlowRegressor(density, n_estimators=1, random_state=0).fit(X, y)
+    noisy = FlowRegressor(density, n_estimators=1, feature_noise=0.3, random_state=0).fit(X, y)
+    # the noise changes the fit, is reproducible, and scores stay exact densities of the given x
+    assert not np.allclose(plain.score_samples(X, y), noisy.score_samples(X, y))
+    np.testing.assert_array_equal(noisy.score_samples(X, y), clone(noisy).fit(X, y).score_samples(X, y))
+    grid = np.linspace(-15, 25, 4001)
+    density_at = np.exp(noisy.score_samples(np.repeat(X[:1], len(grid), axis=0), grid))
+    assert abs(np.trapezoid(density_at, grid) - 1) < 1e-3
+
+
+@pytest.mark.parametrize("bad", [-0.1, "0.2"])
+def test_bad_feature_noise_is_refused(bad):
+    X, y = _data(50)
+    with pytest.raises(ValueError, match="feature_noise"):
+        FlowRegressor(MAFDensity(**SMALL), feature_noise=bad).fit(X, y)

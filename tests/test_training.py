@@ -125,3 +125,16 @@ def test_bfloat16_training_of_image_flows(name):
     half = getattr(skflow, name)(precision="bfloat16", **common).fit(X)
     assert np.all(np.isfinite(half.score_samples(X)))
     assert abs(half.score(X) - full.score(X)) < 0.05 * abs(full.score(X))
+
+
+def test_context_noise_is_added_in_training_only():
+    rng = np.random.default_rng(0)
+    dataset = TensorDataset(rng.normal(size=(40, 2)), context=rng.normal(size=(40, 3)))
+    ((train, _),) = BatchIterator(dataset, 40, shuffle=True, seed=1, context_noise=0.5)
+    ((plain, _),) = BatchIterator(dataset, 40, shuffle=True, seed=1)
+    ((valid, _),) = BatchIterator(dataset, 40, context_noise=0.5)
+    torch.testing.assert_close(valid["context"], dataset.context)  # never noised outside training
+    # same shuffle, x untouched, context moved by noise of about the asked size
+    torch.testing.assert_close(train["x"], plain["x"])
+    spread = (train["context"] - plain["context"]).std().item()
+    assert 0.35 < spread < 0.65

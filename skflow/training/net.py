@@ -51,6 +51,8 @@ class BatchIterator:
       (dequantization of integer columns);
     - Gaussian noise of per-feature standard deviation ``smoothing_std``
       (point-mass smoothing, TarFlow's noise augmentation);
+    - Gaussian noise of standard deviation ``context_noise`` on the context
+      (noise regularisation of a conditional density, Rothfuss et al. 2019);
     - with ``context_dropout``, each row's context is replaced by zeros (the
       null context of classifier-free guidance) with that probability.
 
@@ -66,6 +68,7 @@ class BatchIterator:
     shuffle : bool, default=False
     noise_width : array-like of shape (n_features,), default=None
     smoothing_std : array-like of shape (n_features,), default=None
+    context_noise : float, default=0.0
     context_dropout : float, default=0.0
     dequantization_noise : bool, default=False
     seed : int, default=0
@@ -84,6 +87,7 @@ class BatchIterator:
         shuffle=False,
         noise_width=None,
         smoothing_std=None,
+        context_noise=0.0,
         context_dropout=0.0,
         dequantization_noise=False,
         seed=0,
@@ -94,6 +98,7 @@ class BatchIterator:
         self.num_processes, self.process_index = num_processes, process_index
         self.noise_width = self._per_feature(noise_width)
         self.smoothing_std = self._per_feature(smoothing_std)
+        self.context_noise = context_noise
         self.context_dropout = context_dropout
         self.dequantization_noise = dequantization_noise
         self.seed = seed
@@ -130,6 +135,9 @@ class BatchIterator:
             order = torch.randperm(n, generator=rng, device=x.device)
             x = self._noisy(x[order], rng)
             context = None if context is None else context[order]
+            if context is not None and self.context_noise > 0:
+                noise = torch.randn(context.shape, generator=rng, device=x.device, dtype=context.dtype)
+                context = context + noise * self.context_noise
             if context is not None and self.context_dropout > 0:
                 keep = torch.rand(n, 1, generator=rng, device=x.device) >= self.context_dropout
                 context = context * keep
