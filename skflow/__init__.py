@@ -4,6 +4,7 @@ from .base import FlowDensity
 from .conditional import FlowRegressor
 from .image import GlowDensity, RealNVPImageDensity
 from .metrics import bits_per_dim, conditional_log_likelihood
+from .mixture import FlowMixture
 from .outlier import FlowOutlierDetector
 from .tabular import IAFDensity, MADEDensity, MAFDensity, NSFDensity, RealNVPDensity
 from .tarflow import TarFlowDensity
@@ -13,6 +14,7 @@ __version__ = "0.2.0"
 
 __all__ = [
     "FlowDensity",
+    "FlowMixture",
     "FlowOutlierDetector",
     "FlowRegressor",
     "GlowDensity",

@@ -13,13 +13,13 @@ import hashlib
 from numbers import Integral, Real
 
 import numpy as np
-from scipy.special import logsumexp
 from sklearn.base import BaseEstimator, RegressorMixin, _fit_context, clone
 from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from .base import FlowDensity
+from .mixture import mixture_log_density
 from .tabular import NSFDensity
 
 __all__ = ["FlowRegressor"]
@@ -252,10 +252,9 @@ class FlowRegressor(RegressorMixin, BaseEstimator):
                 f"y has {Y.shape[1]} columns, but the regressor was fitted on {self.n_outputs_}."
             )
         context = self._context(X)
-        members = [density._conditional_log_prob(Y, context) for density in self.estimators_]
-        if len(members) == 1:
-            return members[0]
-        return logsumexp(members, axis=0) - np.log(len(members))
+        return mixture_log_density(
+            [density._conditional_log_prob(Y, context) for density in self.estimators_]
+        )
 
     def _check_X(self, X):
         check_is_fitted(self)

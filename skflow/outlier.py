@@ -12,11 +12,11 @@ from numbers import Integral, Real
 import numpy as np
 from joblib import Parallel, delayed
 from sklearn.base import BaseEstimator, OutlierMixin, _fit_context, clone
-from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from .data.columns import check_table, is_mixed_table
+from .mixture import seeded_clones
 from .tabular import MAFDensity
 
 __all__ = ["FlowOutlierDetector"]
@@ -39,19 +39,6 @@ def _as_rows(X):
         return X, None
     X = np.asarray(X)
     return X.reshape(len(X), -1), X.shape[1:]
-
-
-def _seed_members(estimator, n_estimators, random_state):
-    """Unfitted clones of ``estimator``, each with its own integer seed."""
-    rng = check_random_state(random_state)
-    seeds = rng.randint(np.iinfo(np.int32).max, size=n_estimators)
-    members = []
-    for seed in seeds:
-        member = clone(estimator)
-        if "random_state" in member.get_params():
-            member.set_params(random_state=int(seed))
-        members.append(member)
-    return members
 
 
 def _compute_offset(scores, contamination):
@@ -200,7 +187,7 @@ class FlowOutlierDetector(OutlierMixin, BaseEstimator):
         X, self.sample_shape_ = _as_rows(X)
         X = self._validate(X, reset=True)
         estimator = _default_estimator() if self.estimator is None else self.estimator
-        members = _seed_members(estimator, self.n_estimators, self.random_state)
+        members = seeded_clones(estimator, self.n_estimators, self.random_state)
         self.estimators_ = Parallel(n_jobs=self.n_jobs)(delayed(self._fit_member)(m, X) for m in members)
         self.estimator_ = self.estimators_[0]
         self.offset_ = _compute_offset(self._score(X), self.contamination)
