@@ -18,7 +18,7 @@ from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval
 from sklearn.utils.validation import check_is_fitted
 
-from .base import FlowDensity
+from .base import FlowDensity, store_init_params
 from .tabular import MAFDensity
 
 __all__ = ["FlowMixture", "mixture_log_density", "seeded_clones"]
@@ -128,10 +128,7 @@ class FlowMixture(DensityMixin, BaseEstimator):
     }
 
     def __init__(self, estimator=None, *, n_estimators=5, random_state=None, n_jobs=None):
-        self.estimator = estimator
-        self.n_estimators = n_estimators
-        self.random_state = random_state
-        self.n_jobs = n_jobs
+        store_init_params(self, locals())
 
     @_fit_context(prefer_skip_nested_validation=False)
     def fit(self, X, y=None):
