@@ -25,6 +25,7 @@ from sklearn.model_selection import GridSearchCV
 from sklearn.neighbors import KernelDensity
 
 from _tabular_data import SETS, ZukoMAF, split_set
+from skflow import FlowMixture
 from skflow.tabular import MADEDensity, MAFDensity, NSFDensity, RealNVPDensity
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -100,6 +101,7 @@ MODELS = {
     "MADE MoG10": lambda seed: MADEDensity(n_components=10, random_state=seed),
     "zuko MAF": lambda seed: ZukoMAF(**_MAF_DEFAULTS, random_state=seed),
     "NSF": lambda seed: NSFDensity(random_state=seed),
+    "MAF x5": lambda seed: FlowMixture(MAFDensity(), n_estimators=5, random_state=seed),
     "zuko NSF": lambda seed: ZukoMAF(**_NSF_DEFAULTS, flow="NSF", random_state=seed),
     "MAF + tail guard (prototype)": lambda seed: TailGuarded(MAFDensity(random_state=seed)),
     "RealNVP + tail guard (prototype)": lambda seed: TailGuarded(RealNVPDensity(random_state=seed)),
@@ -125,7 +127,8 @@ def _variant(params):
 def _describe(model):
     if isinstance(model, Standardized):
         return ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in model.params_.items())
-    return f"{model.n_iter_} epochs"
+    members = getattr(model, "estimators_", [model])  # a FlowMixture's copies
+    return "+".join(str(member.n_iter_) for member in members) + " epochs"
 
 
 def run_one(name, seed, model_name):
@@ -205,7 +208,7 @@ def write_report(records, sets, models, seeds, command, path):
         "",
         "## Mean held-out log-likelihood (nats/row)",
         "",
-        "Plot: `tabular_density.png` (per set and model, median over seeds of the difference to the tuned GMM, "
+        f"Plot: `{path.with_suffix('.png').name}` (per set and model, median over seeds of the difference to the tuned GMM, "
         "clipped at +-10 nats).",
         "",
         *_table(records, sets, models, "mean", "set"),
