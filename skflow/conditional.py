@@ -19,7 +19,7 @@ from sklearn.utils._param_validation import Interval
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from .base import FlowDensity
-from .mixture import mixture_log_density
+from .mixture import mixture_log_density, pick_members
 from .tabular import NSFDensity
 
 __all__ = ["FlowRegressor"]
@@ -388,10 +388,8 @@ class FlowRegressor(RegressorMixin, BaseEstimator):
         if len(self.estimators_) == 1:
             Y = self.estimator_._conditional_sample(len(rows), rows, rng)
         else:  # each draw comes from a member picked uniformly at random
-            member = rng.randint(len(self.estimators_), size=len(rows))
             Y = np.empty((len(rows), self.n_outputs_))
-            for k, density in enumerate(self.estimators_):
-                picked = np.flatnonzero(member == k)
+            for density, picked in zip(self.estimators_, pick_members(len(self.estimators_), len(rows), rng)):
                 if picked.size:
                     Y[picked] = density._conditional_sample(picked.size, rows[picked], rng)
         Y = Y.reshape(len(context), n_samples, self.n_outputs_).transpose(0, 2, 1)

@@ -21,7 +21,7 @@ from sklearn.utils.validation import check_is_fitted
 from .base import FlowDensity, store_init_params
 from .tabular import MAFDensity
 
-__all__ = ["FlowMixture", "mixture_log_density", "seeded_clones"]
+__all__ = ["FlowMixture", "mixture_log_density", "pick_members", "seeded_clones"]
 
 
 def seeded_clones(estimator, n_estimators, random_state):
@@ -47,6 +47,16 @@ def mixture_log_density(log_densities):
     if len(log_densities) == 1:
         return log_densities[0]
     return logsumexp(log_densities, axis=0) - np.log(len(log_densities))
+
+
+def pick_members(n_members, n_samples, rng):
+    """The rows each of ``n_members`` copies draws, every row's copy picked uniformly with ``rng``.
+
+    Returns one index array per copy (possibly empty); together they cover
+    ``range(n_samples)``.
+    """
+    member = rng.randint(n_members, size=n_samples)
+    return [np.flatnonzero(member == k) for k in range(n_members)]
 
 
 def _fit(member, X, y):
@@ -214,18 +224,16 @@ class FlowMixture(DensityMixin, BaseEstimator):
         if not (isinstance(n_samples, Integral) and n_samples >= 1):
             raise ValueError(f"n_samples must be a positive integer, got {n_samples!r}.")
         rng = check_random_state(random_state)
-        member = rng.randint(len(self.estimators_), size=n_samples)
         labels = None if y is None or np.ndim(y) == 0 else np.asarray(y)
         if labels is not None and len(labels) != n_samples:
             raise ValueError(f"y has {len(labels)} labels for n_samples={n_samples}.")
-        order = np.argsort(member, kind="stable")  # rows grouped by the copy that draws them
+        picked = pick_members(len(self.estimators_), n_samples, rng)
         parts = []
-        for k, density in enumerate(self.estimators_):
-            rows = np.flatnonzero(member == k)
+        for density, rows in zip(self.estimators_, picked):
             if rows.size:
                 options = {} if y is None else {"y": y if labels is None else labels[rows]}
                 parts.append(density.sample(rows.size, random_state=rng, **options))
-        restore = np.argsort(order)  # back to the drawn order, so copies interleave
+        restore = np.argsort(np.concatenate(picked))  # back to the drawn order, so copies interleave
         if isinstance(parts[0], pd.DataFrame):
             return pd.concat(parts, ignore_index=True).iloc[restore].reset_index(drop=True)
         return np.concatenate(parts)[restore]
