@@ -23,7 +23,7 @@ from sklearn.model_selection import train_test_split
 
 from skflow.data import uniform_dequantized_score_samples
 from skflow.metrics import bits_per_dim
-from skflow.image import GlowDensity
+from skflow.estimators.image import GlowDensity
 
 digits = load_digits()
 X = digits.images.astype(int)  # (1797, 8, 8), values 0..16; flat (n, 64) + image_shape also works

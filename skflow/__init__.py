@@ -1,14 +1,14 @@
 """skflow: scikit-learn-compatible density estimators built on normalizing flows."""
 
-from .base import FlowDensity
-from .conditional import FlowRegressor
-from .image import GlowDensity, RealNVPImageDensity
+from .estimators.conditional import FlowRegressor
+from .estimators.density import FlowDensity
+from .estimators.image import GlowDensity, RealNVPImageDensity
+from .estimators.mixture import FlowMixture
+from .estimators.outlier import FlowOutlierDetector
+from .estimators.tabular import IAFDensity, MADEDensity, MAFDensity, NSFDensity, RealNVPDensity
+from .estimators.tarflow import TarFlowDensity
+from .estimators.variational import VariationalDensity
 from .metrics import bits_per_dim, conditional_log_likelihood
-from .mixture import FlowMixture
-from .outlier import FlowOutlierDetector
-from .tabular import IAFDensity, MADEDensity, MAFDensity, NSFDensity, RealNVPDensity
-from .tarflow import TarFlowDensity
-from .variational import VariationalDensity
 
 __version__ = "0.2.0"
 

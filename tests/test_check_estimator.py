@@ -28,7 +28,6 @@ from skflow import (
     VariationalDensity,
 )
 
-
 TINY = dict(max_epochs=2, hidden_features=(4,), batch_size=64)
 STACKED = dict(TINY, n_transforms=1)
 IMAGE = dict(image_shape=(1, 4, 4), n_levels=1, hidden_channels=4, n_blocks=1, max_epochs=2)
@@ -133,7 +132,7 @@ def test_sklearn_compatible(estimator, check):
 
 #: Public estimators whose checks live elsewhere.
 CHECKED_ELSEWHERE = {
-    # p(y | x) regressor added with skflow.conditional; its tests own its estimator checks
+    # p(y | x) regressor added with skflow.estimators.conditional; its tests own its estimator checks
     "FlowRegressor",
 }
 

@@ -10,7 +10,7 @@ from sklearn.model_selection import GridSearchCV
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import FunctionTransformer
 
-from skflow.tabular import IAFDensity, MAFDensity
+from skflow.estimators.tabular import IAFDensity, MAFDensity
 from skflow.transforms import Inverse, MaskedAffineAutoregressive
 
 

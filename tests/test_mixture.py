@@ -35,9 +35,8 @@ def test_log_density_is_the_logsumexp_of_the_members(mixture):
     members = np.array([member.score_samples(X) for member in model.estimators_])
     np.testing.assert_allclose(model.score_samples(X), logsumexp(members, axis=0) - np.log(3), rtol=1e-12)
     assert model.score(X) == pytest.approx(np.mean(model.score_samples(X)))
-    # the members differ (own seeds), and by Jensen the mixture scores at least their mean
+    # the members differ (own seeds)
     assert not np.allclose(members[0], members[1])
-    assert model.score(X) >= members.mean() - 1e-12
     assert model.n_features_in_ == 2 and model.estimator_ is model.estimators_[0]
 
 
@@ -124,8 +123,9 @@ def test_grid_search_in_a_pipeline():
         {"flowmixture__n_estimators": [1, 2], "flowmixture__estimator__hidden_features": [(4,)]},
         cv=2,
     ).fit(X)
-    assert search.best_params_["flowmixture__n_estimators"] in (1, 2)
-    assert np.isfinite(search.best_score_)
+    assert np.isfinite(search.cv_results_["mean_test_score"]).all()  # every candidate fitted and scored
+    refit = clone(search.estimator).set_params(**search.best_params_).fit(X)
+    np.testing.assert_allclose(search.score_samples(X), refit.score_samples(X), rtol=1e-6)
 
 
 def test_errors():

@@ -5,11 +5,11 @@ import math
 import pytest
 import torch
 
-from skflow.distributions import StandardNormal
-from skflow.flows import Flow
+from skflow.estimators.variational import VariationalDensity
+from skflow.models.distributions import StandardNormal
+from skflow.models.flow import Flow
 from skflow.transforms import Compose
 from skflow.transforms.planar import Planar, Radial
-from skflow.variational import VariationalDensity
 
 LAYERS = {"planar": Planar, "radial": Radial}
 

@@ -95,6 +95,59 @@ def test_derivative_continuous_at_bound():
     torch.testing.assert_close(ladj, torch.zeros_like(ladj), atol=1e-6, rtol=0)
 
 
+def _around_bound(dtype):
+    """The six points ``-B - ulp, -B, -B + ulp, B - ulp, B, B + ulp`` in ``dtype``."""
+    b = torch.tensor(BOUND, dtype=dtype)
+    inf = torch.tensor(math.inf, dtype=dtype)
+    return torch.stack(
+        [torch.nextafter(-b, -inf), -b, torch.nextafter(-b, inf),
+         torch.nextafter(b, -inf), b, torch.nextafter(b, inf)]
+    )
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("direction", ["forward", "inverse"])
+def test_derivative_at_and_next_to_bound(direction, dtype):
+    """At +-bound exactly and one ulp either side, for many parameter draws: autograd's derivative
+    is positive and equals exp(ladj), ladj is finite, the bound maps to itself with ladj 0, and the
+    round trip returns the input (exactly on the tails and the bound). Rounding used to put the
+    inverse's relative position just past 1 at the bound, where a clamp zeroed the gradient."""
+    spline = RationalQuadraticSpline(n_bins=8, bound=BOUND)
+    pts = _around_bound(dtype)
+    t = pts.expand(512, -1).clone()
+    # float32: moderate parameters, as elsewhere; its inverse is too ill-conditioned for extreme ones.
+    scale = 2.0 if dtype == torch.float64 else 0.5
+    params = _params(spline, t.shape, seed=7, scale=scale, dtype=dtype)
+    fn, back = (spline, spline.inverse) if direction == "forward" else (spline.inverse, spline)
+    tol = 1e-8 if dtype == torch.float64 else 1e-4
+
+    out, ladj = fn(t, params)
+    assert out.dtype == dtype and ladj.dtype == dtype
+    assert torch.isfinite(ladj).all()
+    _, log_grad = _autograd_ladj(lambda v: fn(v, params), t)
+    assert torch.isfinite(log_grad).all()  # no zero (log -inf) or NaN derivative
+    torch.testing.assert_close(ladj, log_grad, atol=tol, rtol=tol)
+
+    # The bound itself (columns 1 and 4) and the tails (0 and 5) are exact.
+    exact = [0, 1, 4, 5]
+    assert torch.equal(out[:, exact], t[:, exact])
+    assert torch.equal(ladj[:, exact], torch.zeros_like(ladj[:, exact]))
+    t_back, ladj_back = back(out, params)
+    assert torch.equal(t_back[:, exact], t[:, exact])
+    # One ulp inside (columns 2 and 3): within a few ulps, scaled by the conditioning.
+    _, ladj64 = fn(t.double(), params.double())
+    eps = torch.finfo(dtype).eps
+    allowed = 8 * eps * BOUND * (1 + torch.exp(ladj64.abs()))
+    assert ((t_back.double() - t.double()).abs() <= allowed).all()
+    torch.testing.assert_close(ladj_back, -ladj, atol=tol, rtol=tol)
+
+    # Gradients with respect to the parameters stay finite there too.
+    p = params.clone().requires_grad_(True)
+    out, ladj = fn(t, p)
+    (out.sum() + ladj.sum()).backward()
+    assert torch.isfinite(p.grad).all()
+
+
 def test_monotone_increasing():
     spline = RationalQuadraticSpline(n_bins=10, bound=BOUND)
     n = 2001

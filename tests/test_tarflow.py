@@ -1,4 +1,4 @@
-"""TarFlow: the transformer flow pieces (skflow.transforms.tarflow) and TarFlowDensity."""
+"""TarFlow: the transformer flow pieces (skflow.transforms.tarflow_blocks) and TarFlowDensity."""
 
 import pickle
 
@@ -13,15 +13,16 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
-from skflow.data import UniformDequantization, scoring_noise
-from skflow.distributions import StandardNormal
-from skflow.flows import DequantizedFlow, Flow
+from skflow.data import scoring_noise
+from skflow.estimators.tarflow import TarFlowDensity, _tweedie_step
 from skflow.metrics import bits_per_dim
-from skflow.tarflow import TarFlowDensity, _tweedie_step
+from skflow.models.dequantization import UniformDequantization
+from skflow.models.distributions import StandardNormal
+from skflow.models.flow import DequantizedFlow, Flow
 from skflow.transforms import Compose, LULinear
 from skflow.transforms.attention import CausalSelfAttention
-from skflow.transforms.image import FixedAffine, Logit
-from skflow.transforms.tarflow import Patchify, TarFlowBlock, guided, kv_cache, tarflow
+from skflow.transforms.multiscale import FixedAffine, Logit
+from skflow.transforms.tarflow_blocks import Patchify, TarFlowBlock, guided, kv_cache, tarflow
 
 TINY = {"n_blocks": 2, "n_layers": 1, "channels": 16, "n_heads": 2, "max_epochs": 3, "random_state": 0}
 
@@ -572,8 +573,7 @@ def test_grid_search_in_pipeline():
     X = np.random.default_rng(0).normal(size=(120, 4)) * [1.0, 2.0, 3.0, 4.0]
     pipe = make_pipeline(StandardScaler(), TarFlowDensity(**TINY))
     search = GridSearchCV(pipe, {"tarflowdensity__n_blocks": [1, 2]}, cv=2).fit(X)
-    assert search.best_params_["tarflowdensity__n_blocks"] in (1, 2)
-    assert np.isfinite(search.best_score_)
+    assert np.isfinite(search.cv_results_["mean_test_score"]).all()  # every candidate fitted and scored
 
 
 @parametrize_with_checks(

@@ -116,8 +116,9 @@ def test_process_slices_partition_every_global_batch():
 
 @pytest.mark.parametrize("name", ["GlowDensity", "TarFlowDensity"])
 def test_bfloat16_training_of_image_flows(name):
-    import skflow
     from sklearn.datasets import load_digits
+
+    import skflow
 
     X = load_digits().images.astype(int)[:120]
     common = dict(n_bins=17, max_epochs=2, random_state=0)

@@ -2,7 +2,7 @@
 
 One registry (name -> :class:`Case`) holds every transform of
 :mod:`skflow.transforms` (and the multi-scale image transforms of
-:mod:`skflow.image`), with and without context where it takes one. Each
+:mod:`skflow.estimators.image`), with and without context where it takes one. Each
 entry goes through the same checks with non-trivial (perturbed) parameters:
 
 - ``inverse(forward(x)) == x`` and the inverse's log-determinant is minus the
@@ -30,10 +30,10 @@ import torch
 from torch.nn import functional as F
 
 from skflow import IAFDensity, MADEDensity, MAFDensity, NSFDensity, RealNVPDensity
-from skflow.data.dequantize import UniformDequantization, VariationalDequantization
-from skflow.distributions import DiagonalNormal, GaussianMixture, MADEMixture, StandardNormal
-from skflow.flows import DequantizedFlow, Flow
-from skflow.image import _glow, _realnvp
+from skflow.estimators.image import _glow, _realnvp
+from skflow.models.dequantization import UniformDequantization, VariationalDequantization
+from skflow.models.distributions import DiagonalNormal, GaussianMixture, MADEMixture, StandardNormal
+from skflow.models.flow import DequantizedFlow, Flow
 from skflow.transforms import (
     MADE,
     MLP,
@@ -48,7 +48,7 @@ from skflow.transforms import (
     MaskedAutoregressive,
     alternating_masks,
 )
-from skflow.transforms.image import (
+from skflow.transforms.multiscale import (
     ConvResNet,
     FixedAffine,
     Flatten,
@@ -58,7 +58,7 @@ from skflow.transforms.image import (
     checkerboard_mask,
 )
 from skflow.transforms.splines import RationalQuadraticSpline
-from skflow.transforms.tarflow import Patchify, TarFlowBlock, guided, tarflow
+from skflow.transforms.tarflow_blocks import Patchify, TarFlowBlock, guided, tarflow
 
 F64 = torch.float64
 D = 5  # features of tabular entries

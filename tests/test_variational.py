@@ -8,8 +8,7 @@ import pytest
 import torch
 from sklearn.base import clone
 
-from skflow.variational import VariationalDensity
-
+from skflow.estimators.variational import VariationalDensity
 
 # ---------------------------------------------------------------- targets
 MEAN = torch.tensor([1.0, -1.0, 0.5])

@@ -6,7 +6,7 @@ columns (floats, and integers, which keep the tabular estimators' uniform
 dequantization) as they are, discrete columns as integer codes
 ``0 .. K_i - 1`` into their categories (-1 for a category not seen in fit).
 The estimators then model ``log P(discrete) + log p(continuous | discrete)``
-(:class:`skflow.flows.MixedFlow`) and give samples back with the training
+(:class:`skflow.models.flow.MixedFlow`) and give samples back with the training
 dtypes.
 
 Integer columns stay continuous (dequantized, scored at the integer) rather

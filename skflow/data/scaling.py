@@ -66,7 +66,9 @@ class Standardizer:
         self.discrete = discrete
 
     def fit(self, X):
-        self.discrete_ = np.zeros(X.shape[1], bool) if self.discrete is None else np.asarray(self.discrete, bool)
+        self.discrete_ = (
+            np.zeros(X.shape[1], bool) if self.discrete is None else np.asarray(self.discrete, bool)
+        )
         continuous = ~self.discrete_
         self.mean_ = np.where(continuous, X.mean(axis=0), 0.0)
         scale = X.std(axis=0)
@@ -114,6 +116,7 @@ class GlobalScaler:
         self.scale = scale
 
     def fit(self, X):
+        self.discrete_ = np.zeros(X.shape[1], bool)  # every value continuous to the flow
         self.mean_, self.scale_ = 0.0, 1.0
         if self.scale:
             self.mean_, self.scale_ = float(X.mean()), float(X.std()) or 1.0

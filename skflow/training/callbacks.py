@@ -71,6 +71,15 @@ class DivergenceGuard(Callback):
         params = [p for p in self._params if p.grad is not None]
         if not params:
             return
+        if hasattr(net.module_, "member_norms"):  # stacked members: each clipped on its own norm
+            norm = net.module_.member_norms()
+            factor = (self.max_norm / (norm + 1e-6)).clamp(max=1.0)
+            bad = ~torch.isfinite(norm)
+            for p in params:
+                shape = (-1,) + (1,) * (p.dim() - 1)
+                p.grad.mul_(factor.view(shape)).masked_fill_(bad.view(shape), 0.0)
+            self._count(bad.any())
+            return
         norm = torch.nn.utils.clip_grad_norm_(params, self.max_norm)
         bad = ~torch.isfinite(norm)
         for p in params:

@@ -22,14 +22,19 @@ class TensorDataset(torch.utils.data.Dataset):
     x : array-like of shape (n_samples, n_features)
     context : array-like of shape (n_samples, context_features), default=None
     device : str or torch.device, default="cpu"
+    members : array-like of int of shape (n_members, n_rows), default=None
+        For members trained as one stacked module
+        (:mod:`skflow.training.stacked`): member ``k`` trains on rows
+        ``members[k]``, and batches carry a leading member axis.
     """
 
-    def __init__(self, x, context=None, device="cpu", dtype=torch.float32):
+    def __init__(self, x, context=None, device="cpu", dtype=torch.float32, members=None):
         self.x = torch.as_tensor(x, dtype=dtype, device=device)
         self.context = None if context is None else torch.as_tensor(context, dtype=dtype, device=device)
+        self.members = None if members is None else torch.as_tensor(members, dtype=torch.long, device=device)
 
     def __len__(self):
-        return len(self.x)
+        return len(self.x) if self.members is None else self.members.shape[1]
 
     def __getitem__(self, i):
         item = {"x": self.x[i]}
@@ -51,7 +56,7 @@ class BatchIterator:
       (dequantization of integer columns);
     - Gaussian noise of per-feature standard deviation ``smoothing_std``
       (point-mass smoothing, TarFlow's noise augmentation);
-    - Gaussian noise of standard deviation ``context_noise`` on the context
+    - Gaussian noise of per-column standard deviation ``context_noise`` on the context
       (noise regularisation of a conditional density, Rothfuss et al. 2019);
     - with ``context_dropout``, each row's context is replaced by zeros (the
       null context of classifier-free guidance) with that probability.
@@ -68,7 +73,7 @@ class BatchIterator:
     shuffle : bool, default=False
     noise_width : array-like of shape (n_features,), default=None
     smoothing_std : array-like of shape (n_features,), default=None
-    context_noise : float, default=0.0
+    context_noise : float or array-like of shape (context_features,), default=None
     context_dropout : float, default=0.0
     dequantization_noise : bool, default=False
     seed : int, default=0
@@ -87,7 +92,7 @@ class BatchIterator:
         shuffle=False,
         noise_width=None,
         smoothing_std=None,
-        context_noise=0.0,
+        context_noise=None,
         context_dropout=0.0,
         dequantization_noise=False,
         seed=0,
@@ -98,18 +103,19 @@ class BatchIterator:
         self.num_processes, self.process_index = num_processes, process_index
         self.noise_width = self._per_feature(noise_width)
         self.smoothing_std = self._per_feature(smoothing_std)
-        self.context_noise = context_noise
+        self.context_noise = self._per_feature(context_noise)
         self.context_dropout = context_dropout
         self.dequantization_noise = dequantization_noise
         self.seed = seed
         self._generator = None
 
     def _per_feature(self, values):
-        """``values`` as a tensor beside the data, or None when all are zero."""
-        if values is None or not any(v > 0 for v in values):
+        """``values`` (one per feature, or one for all) as a tensor beside the data, or None when all are zero."""
+        if values is None:
             return None
         x = self.dataset.x
-        return torch.as_tensor(values, dtype=x.dtype, device=x.device)
+        values = torch.as_tensor(values, dtype=x.dtype, device=x.device)
+        return values if bool((values > 0).any()) else None
 
     def __len__(self):
         return max(1, -(-len(self.dataset) // self.batch_size))
@@ -129,17 +135,25 @@ class BatchIterator:
 
     def __iter__(self):
         rng = self._rng()
-        x, context = self.dataset.x, self.dataset.context
-        n = len(x)
+        x, context, members = self.dataset.x, self.dataset.context, self.dataset.members
+        n = len(self.dataset)
+        order = members  # rows of each member (K, n), or all rows in order
         if self.shuffle:
-            order = torch.randperm(n, generator=rng, device=x.device)
-            x = self._noisy(x[order], rng)
+            if members is None:
+                order = torch.randperm(n, generator=rng, device=x.device)
+            else:  # each member shuffles its own rows
+                keys = torch.rand(members.shape, generator=rng, device=x.device)
+                order = members.gather(1, keys.argsort(dim=1))
+        if order is not None:
+            x = x[order]
             context = None if context is None else context[order]
-            if context is not None and self.context_noise > 0:
+        if self.shuffle:
+            x = self._noisy(x, rng)
+            if context is not None and self.context_noise is not None:
                 noise = torch.randn(context.shape, generator=rng, device=x.device, dtype=context.dtype)
                 context = context + noise * self.context_noise
             if context is not None and self.context_dropout > 0:
-                keep = torch.rand(n, 1, generator=rng, device=x.device) >= self.context_dropout
+                keep = torch.rand(*x.shape[:-1], 1, generator=rng, device=x.device) >= self.context_dropout
                 context = context * keep
         batch = {"x": x}
         if context is not None:
@@ -151,7 +165,8 @@ class BatchIterator:
             parts = _split_sizes(size, self.num_processes)  # this process's slice of the global batch
             first = start + sum(parts[: self.process_index])
             stop = first + parts[self.process_index]
-            yield {key: value[first:stop] for key, value in batch.items()}, None
+            rows = slice(first, stop) if members is None else (slice(None), slice(first, stop))
+            yield {key: value[rows] for key, value in batch.items()}, None
             start += size
 
 
@@ -162,14 +177,17 @@ def _split_sizes(n, n_batches):
 
 
 class NegativeLogLikelihood:
-    """Mean negative log-likelihood of a batch of log-densities.
+    """Mean negative log-likelihood of a batch of log-densities, summed over members.
 
-    A plain callable, not a ``torch.nn.Module``: it has no parameters, and
-    accelerate would otherwise try to wrap it for data-parallel training.
+    ``log_prob`` has shape ``(n,)``, or ``(n_members, n)`` for stacked
+    members: each member's mean is its own loss, so the sum gives every
+    member the gradient it would get alone. A plain callable, not a
+    ``torch.nn.Module``: it has no parameters, and accelerate would otherwise
+    try to wrap it for data-parallel training.
     """
 
     def __call__(self, log_prob, y=None):
-        return -log_prob.mean()
+        return -log_prob.mean(dim=-1).sum()
 
 
 class FlowNet(NeuralNet):
@@ -185,7 +203,7 @@ class FlowNet(NeuralNet):
     - ``precision="bfloat16"``: the forward pass runs under bf16 autocast
       (matrix products in bf16); the layers hand float32 parameters to their
       elementwise maps, and log-determinants and the base density are summed
-      in float32 (see :class:`skflow.flows.Flow`).
+      in float32 (see :class:`skflow.models.flow.Flow`).
     - ``compile_module=True``: the module's forward pass is compiled with
       ``torch.compile`` at the first training batch. The compiled wrapper is
       a cache, dropped at the end of training and never pickled.

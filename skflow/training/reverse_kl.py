@@ -1,4 +1,4 @@
-"""The reverse-KL training loop of :class:`skflow.variational.VariationalDensity`.
+"""The reverse-KL training loop of :class:`skflow.estimators.variational.VariationalDensity`.
 
 A small, explicit loop rather than skflow's skorch ``FlowNet``: skorch is
 built around iterating over a dataset and calling the module on each batch;

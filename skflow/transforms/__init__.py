@@ -7,8 +7,8 @@ takes an optional ``context`` that conditions it.
 - :mod:`.autoregressive`: MADE and masked autoregressive layers (MAF, IAF, NSF).
 - :mod:`.coupling`: coupling layers (RealNVP, Glow, coupling NSF).
 - :mod:`.linear`: LU-parametrised mixing, batch norm, act-norm.
-- :mod:`.image`: squeeze, multi-scale, logit, convolutional conditioners.
-- :mod:`.attention`, :mod:`.tarflow`: TarFlow's causal transformer blocks.
+- :mod:`.multiscale`: squeeze, multi-scale, logit, convolutional conditioners.
+- :mod:`.attention`, :mod:`.tarflow_blocks`: TarFlow's causal transformer blocks.
 - :mod:`.planar`: planar and radial layers (sampling direction only).
 """
 

@@ -1,4 +1,4 @@
-"""The causal transformer inside :class:`skflow.transforms.tarflow.TarFlowBlock`.
+"""The causal transformer inside :class:`skflow.transforms.tarflow_blocks.TarFlowBlock`.
 
 Pre-norm layers of multi-head self-attention, where a token sees itself and
 earlier tokens, and a GELU perceptron. :func:`kv_cache` keeps each attention

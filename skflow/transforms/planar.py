@@ -5,7 +5,7 @@ and have a closed-form log-determinant there but no closed-form inverse. In
 skflow's convention (``forward``: data to latent) they therefore implement
 :meth:`inverse` only; :meth:`forward` raises ``NotImplementedError``. A flow
 built from them can draw reparameterised samples with their log-densities
-(:meth:`skflow.flows.Flow.rsample_and_log_prob`), which is all that reverse-KL
+(:meth:`skflow.models.flow.Flow.rsample_and_log_prob`), which is all that reverse-KL
 fitting needs, but cannot evaluate its density at an arbitrary point.
 
 Both layers start as the identity map and keep their invertibility

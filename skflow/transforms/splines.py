@@ -46,6 +46,15 @@ mapped so that all-zero parameters give the identity:
 
 With equal widths and heights and all derivatives 1, every bin is the line of
 slope 1 through its knots, i.e. the identity.
+
+At ``x = \pm B`` exactly the spline and the tail agree in value (``\pm B``) and
+derivative (``1``), so those points are given to the identity tail: the output,
+its derivative and the log-determinant there are exact and do not depend on
+rounding. Only points strictly inside ``(-B, B)`` go through the spline. There
+the relative position ``xi`` is clamped to ``[0, 1]`` only to absorb rounding
+(mathematically it always lies in that interval), and the clamp passes the
+gradient straight through, so a ``xi`` that rounds to just past ``0`` or ``1``
+does not get a zero derivative.
 """
 
 import math
@@ -55,6 +64,13 @@ from torch import nn
 from torch.nn import functional as F
 
 __all__ = ["RationalQuadraticSpline"]
+
+
+def _softmax(raw):
+    """``softmax`` over the last axis, written out: for the few bins of a spline, about 3x faster
+    (forward and backward, on the CPU) than ``torch.softmax``, whose kernel is slow on short rows."""
+    e = torch.exp(raw - raw.detach().amax(dim=-1, keepdim=True))
+    return e / e.sum(dim=-1, keepdim=True)
 
 
 class RationalQuadraticSpline(nn.Module):
@@ -142,7 +158,7 @@ class RationalQuadraticSpline(nn.Module):
     def _knots(self, raw, minimum):
         """Knot positions ``(..., K + 1)`` on ``[-B, B]`` from unnormalised bin sizes ``(..., K)``."""
         K = self.n_bins
-        sizes = minimum + (1.0 - minimum * K) * torch.softmax(raw, dim=-1)
+        sizes = minimum + (1.0 - minimum * K) * _softmax(raw)
         cum = torch.cumsum(sizes, dim=-1)
         knots = (2.0 * self.bound) * F.pad(cum, (1, 0)) - self.bound
         # Pin the end knots exactly, so the spline meets the tails at +-B.
@@ -176,6 +192,15 @@ class RationalQuadraticSpline(nn.Module):
         """Index ``(..., 1)`` of the bin holding ``v`` (``v`` already clamped into range)."""
         idx = torch.searchsorted(knots, v.unsqueeze(-1).contiguous(), right=True) - 1
         return idx.clamp(0, knots.shape[-1] - 2)
+
+    @staticmethod
+    def _clamp_unit(t):
+        """``t.clamp(0, 1)`` in value, with the derivative of ``t`` (straight through).
+
+        Used on a relative position that lies in ``[0, 1]`` up to rounding; a plain
+        clamp would zero its gradient whenever rounding lands it just outside.
+        """
+        return t.clamp(0.0, 1.0).detach() + (t - t.detach())
 
     @staticmethod
     def _take(t, idx):
@@ -216,12 +241,13 @@ class RationalQuadraticSpline(nn.Module):
         """
         knots_x, knots_y, derivs = self._unpack(params, x)
         B = self.bound
-        inside = (x >= -B) & (x <= B)
+        # Strict: at +-B the identity tail is exact (value +-B, derivative 1).
+        inside = (x > -B) & (x < B)
         xc = x.clamp(-B, B)
         idx = self._bin(knots_x, xc)
         x_k, w, y_k, h, d_k, d_k1 = self._gather_bin(knots_x, knots_y, derivs, idx)
         s = h / w
-        xi = ((xc - x_k) / w).clamp(0.0, 1.0)
+        xi = self._clamp_unit((xc - x_k) / w)
         xi1 = xi * (1.0 - xi)
         z_in = y_k + h * (s * xi.square() + d_k * xi1) / (s + (d_k1 + d_k - 2.0 * s) * xi1)
         ladj_in = self._log_derivative(xi, s, d_k, d_k1)
@@ -246,7 +272,8 @@ class RationalQuadraticSpline(nn.Module):
         """
         knots_x, knots_y, derivs = self._unpack(params, z)
         B = self.bound
-        inside = (z >= -B) & (z <= B)
+        # Strict, as in forward: at +-B the identity tail is exact.
+        inside = (z > -B) & (z < B)
         zc = z.clamp(-B, B)
         idx = self._bin(knots_y, zc)
         x_k, w, y_k, h, d_k, d_k1 = self._gather_bin(knots_x, knots_y, derivs, idx)
@@ -265,7 +292,9 @@ class RationalQuadraticSpline(nn.Module):
         one = torch.ones_like(b)
         root_c = (2.0 * c) / torch.where(b_pos, -b - sqrt_disc, -one)
         root_a = (sqrt_disc - b) / torch.where(b_pos, one, 2.0 * a)
-        xi = torch.where(b_pos, root_c, root_a).clamp(0.0, 1.0)
+        # Rounding can put the root just outside [0, 1] (e.g. 1 + ulp next to
+        # the top knot); clamp the value but keep the root's own derivative.
+        xi = self._clamp_unit(torch.where(b_pos, root_c, root_a))
         x_in = x_k + xi * w
         ladj_in = -self._log_derivative(xi, s, d_k, d_k1)
         x = torch.where(inside, x_in, z)

@@ -12,12 +12,12 @@ from numbers import Integral, Real
 
 from sklearn.utils._param_validation import Interval, StrOptions
 
-from .base import FlowDensity, store_init_params, training_doc
-from .data import GlobalScaler, UniformDequantization, VariationalDequantization
-from .distributions import StandardNormal
-from .flows import Flow
-from .transforms import ActNorm, AffineCoupling, Compose, Inverse, LULinear
-from .transforms.image import (
+from ..data import GlobalScaler
+from ..models.dequantization import UniformDequantization, VariationalDequantization
+from ..models.distributions import StandardNormal
+from ..models.flow import Flow
+from ..transforms import ActNorm, AffineCoupling, Compose, Inverse, LULinear
+from ..transforms.multiscale import (
     ConvResNet,
     FixedAffine,
     Flatten,
@@ -27,6 +27,7 @@ from .transforms.image import (
     channel_mask,
     checkerboard_mask,
 )
+from .density import FlowDensity, store_init_params, training_doc
 
 __all__ = ["GlowDensity", "RealNVPImageDensity"]
 
@@ -56,7 +57,7 @@ IMAGE_DOC = """
 _ATTRIBUTES_DOC = """
     net_ : skflow.training.FlowNet
         The fitted skorch network; ``net_.module_`` is the flow (behind a
-        :class:`skflow.flows.DequantizedFlow` with ``n_bins``).
+        :class:`skflow.models.flow.DequantizedFlow` with ``n_bins``).
     history_ : skorch.History
         Per-epoch training (and validation) loss: minus the bound, in nats
         per image (of standardised pixels when ``n_bins`` is None).
@@ -237,7 +238,7 @@ class RealNVPImageDensity(_ImageDensity):
     Examples
     --------
     >>> from sklearn.datasets import load_digits
-    >>> from skflow.image import RealNVPImageDensity
+    >>> from skflow.estimators.image import RealNVPImageDensity
     >>> from skflow.metrics import bits_per_dim
     >>> X = load_digits().images[:100].astype(int)  # (100, 8, 8), values 0..16
     >>> est = RealNVPImageDensity(n_bins=17, hidden_channels=8, n_blocks=1,
@@ -317,7 +318,7 @@ class GlowDensity(_ImageDensity):
     Examples
     --------
     >>> from sklearn.datasets import load_digits
-    >>> from skflow.image import GlowDensity
+    >>> from skflow.estimators.image import GlowDensity
     >>> digits = load_digits()
     >>> X = digits.data[:100]  # flat (100, 64), values 0..16
     >>> est = GlowDensity(image_shape=(1, 8, 8), n_bins=17, n_steps=2,

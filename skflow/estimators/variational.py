@@ -14,11 +14,10 @@ from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions, validate_params
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from .base import INFERENCE_BATCH, batched, resolve_device, store_init_params
-from .distributions import StandardNormal
-from .flows import Flow
-from .training.reverse_kl import fit_reverse_kl, target_log_prob
-from .transforms import (
+from ..models.distributions import StandardNormal
+from ..models.flow import Flow
+from ..training.reverse_kl import fit_reverse_kl, target_log_prob
+from ..transforms import (
     MLP,
     ActNorm,
     AffineCoupling,
@@ -28,7 +27,8 @@ from .transforms import (
     alternating_masks,
     reversing_order,
 )
-from .transforms.planar import Planar, Radial
+from ..transforms.planar import Planar, Radial
+from .density import INFERENCE_BATCH, batched, resolve_device, store_init_params
 
 __all__ = ["VariationalDensity"]
 
@@ -120,7 +120,7 @@ class VariationalDensity(DensityMixin, BaseEstimator):
 
     Attributes
     ----------
-    flow_ : skflow.flows.Flow
+    flow_ : skflow.models.flow.Flow
         The fitted torch flow, ``transform.inverse`` mapping noise to samples.
     elbo_ : float
         Monte Carlo ELBO of the fitted flow (8192 samples); a lower bound on
@@ -147,7 +147,7 @@ class VariationalDensity(DensityMixin, BaseEstimator):
     Examples
     --------
     >>> import math, torch
-    >>> from skflow.variational import VariationalDensity
+    >>> from skflow.estimators.variational import VariationalDensity
     >>> def log_prob(x):  # N(1, 2^2) in each of 2 dimensions, unnormalized
     ...     return -0.5 * (((x - 1) / 2) ** 2).sum(dim=1)
     >>> vd = VariationalDensity(log_prob, 2, flow="realnvp", n_transforms=2, max_steps=300,

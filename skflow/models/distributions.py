@@ -13,8 +13,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .transforms.autoregressive import MADE, masked_network
-from .transforms.core import soft_clamp, sum_except_batch
+from ..transforms.autoregressive import MADE, masked_network
+from ..transforms.core import soft_clamp, sum_except_batch
 
 __all__ = ["DiagonalNormal", "GaussianMixture", "MADEMixture", "StandardNormal"]
 
@@ -188,8 +188,14 @@ class CategoricalMADE(nn.Module):
 
     def one_hot(self, codes):
         """``(n, sum K_i)`` one-hot blocks of integer codes ``(n, D)``; code -1 (unseen) is all zeros."""
-        blocks = [F.one_hot(c.clamp_min(0), k) * (c >= 0)[:, None] for c, k in zip(codes.T, self.cardinalities)]
-        return torch.cat(blocks, dim=1).to(torch.get_default_dtype()) if blocks else codes.new_zeros(len(codes), 0)
+        blocks = [
+            F.one_hot(c.clamp_min(0), k) * (c >= 0)[:, None] for c, k in zip(codes.T, self.cardinalities)
+        ]
+        return (
+            torch.cat(blocks, dim=1).to(torch.get_default_dtype())
+            if blocks
+            else codes.new_zeros(len(codes), 0)
+        )
 
     def _log_probs(self, codes, context):
         """Per column, log-probabilities ``(n, K_i)`` of the seen categories, smoothed."""
@@ -198,12 +204,16 @@ class CategoricalMADE(nn.Module):
             h = torch.cat([context, h], dim=1)
         logits = self.net(h).split(self.cardinalities, dim=1)
         return [
-            torch.logaddexp(torch.log1p(torch.tensor(-self.unseen)) + F.log_softmax(lg, dim=1), self._floor(k))
+            torch.logaddexp(
+                torch.log1p(torch.tensor(-self.unseen)) + F.log_softmax(lg, dim=1), self._floor(k)
+            )
             for lg, k in zip(logits, self.cardinalities)
         ]
 
     def _floor(self, k):
-        return torch.tensor(self.unseen / (k + 1), dtype=self._dtype(), device=self.net[0].weight.device).log()
+        return torch.tensor(
+            self.unseen / (k + 1), dtype=self._dtype(), device=self.net[0].weight.device
+        ).log()
 
     def _dtype(self):
         return self.net[0].weight.dtype

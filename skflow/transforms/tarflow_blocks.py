@@ -249,8 +249,8 @@ def tarflow(
     Examples
     --------
     >>> import torch
-    >>> from skflow.distributions import StandardNormal
-    >>> from skflow.flows import Flow
+    >>> from skflow.models.distributions import StandardNormal
+    >>> from skflow.models.flow import Flow
     >>> transform = tarflow(6, patch_size=2, channels=16, n_blocks=2, n_layers=1, n_heads=2)
     >>> flow = Flow(transform, StandardNormal(3, 2))
     >>> flow.log_prob(torch.randn(3, 6)).shape

@@ -1,19 +1,59 @@
-"""Flow modules: a transform from data to latent space and a base density.
+"""The models every estimator holds, with one protocol.
 
 ``Flow(transform, base)`` gives ``log p(x | c) = log p_base(T(x; c) | c) + log|det dT/dx|``
 and samples by inverting ``T``. ``DequantizedFlow`` puts a dequantizer in front
 of a flow for discrete data (pixels with ``n_bins`` levels) and gives the
 variational lower bound of ``log P(x)``. ``MixedFlow`` models tables with
 discrete columns exactly: ``log P(d) + log p(c | d)``.
+
+The protocol (:class:`FlowModel`), which is all the estimators' trunk uses:
+
+- ``log_prob(x, context=None, noise=None)``: log-density per row; ``noise``
+  is the uniform dequantization noise, needed when ``needs_noise`` is True
+  and ignored otherwise. ``forward`` is ``log_prob`` (what training calls).
+- ``log_prob_parts(x, context=None, noise=None)``: ``(log P(discrete part),
+  log p(continuous part))``, whose sum is ``log_prob``.
+- ``sample(n_samples, context=None, generator=None)``; ``flow`` is the
+  continuous flow inside (the model itself for a :class:`Flow`) and
+  ``quantize`` maps its samples to the model's values (identity but for a
+  dequantized model).
+- ``init_from_data(x)``: data-dependent initialisation before training.
 """
 
 import torch
 from torch import nn
 
-__all__ = ["DequantizedFlow", "Flow"]
+__all__ = ["DequantizedFlow", "Flow", "FlowModel", "MixedFlow"]
 
 
-class Flow(nn.Module):
+class FlowModel(nn.Module):
+    """The protocol of skflow's models (see the module docstring); defaults for a plain flow."""
+
+    #: Whether ``log_prob`` needs the dequantization ``noise``.
+    needs_noise = False
+
+    def forward(self, x, context=None, noise=None):
+        """Log-density of each row of ``x``; shape ``(n_samples,)``."""
+        return self.log_prob(x, context, noise)
+
+    def log_prob(self, x, context=None, noise=None):
+        log_discrete, log_continuous = self.log_prob_parts(x, context, noise)
+        return log_discrete + log_continuous
+
+    @property
+    def flow(self):
+        """The continuous flow inside the model."""
+        return self
+
+    def quantize(self, x):
+        """The flow's samples as the model's values (identity for continuous models)."""
+        return x
+
+    def init_from_data(self, x):
+        """Data-dependent initialisation from training rows ``x`` (none by default)."""
+
+
+class Flow(FlowModel):
     """``log p(x | context) = log p_base(T(x)) + log|det dT/dx|``.
 
     Parameters
@@ -30,17 +70,17 @@ class Flow(nn.Module):
         self.transform = transform
         self.base = base
 
-    def forward(self, x, context=None):
-        """Log-density of each row of ``x``; shape ``(n_samples,)``."""
-        return self.log_prob(x, context)
-
-    def log_prob(self, x, context=None):
+    def log_prob(self, x, context=None, noise=None):
         z, ladj = self.transform(x, context)
         # Under bf16 autocast (``precision="bfloat16"``) the transform's matrix
         # products run in bf16; the base density and the sum with the
         # log-determinant are kept in the data's precision.
         with torch.autocast(z.device.type, enabled=False):
             return self.base.log_prob(z.to(x.dtype), context) + ladj.to(x.dtype)
+
+    def log_prob_parts(self, x, context=None, noise=None):
+        log_prob = self.log_prob(x, context)
+        return torch.zeros_like(log_prob), log_prob
 
     def sample(self, n_samples, context=None, generator=None):
         """Draw ``n_samples`` from the model (base sample, then inverse)."""
@@ -54,12 +94,12 @@ class Flow(nn.Module):
         return x, log_base - ladj
 
 
-class DequantizedFlow(nn.Module):
+class DequantizedFlow(FlowModel):
     """A flow on dequantized values: ``log P(x) >= log p(y) - log q(y | x)``.
 
     ``x`` holds integers in ``[0, n_bins)``; the dequantizer maps ``x`` and
     uniform noise ``v`` to ``y`` in ``(0, 1)`` and ``log q(y | x)`` (see
-    :mod:`skflow.data.dequantize`). Since the cells tile ``(0, 1)``, the
+    :mod:`skflow.data.noise`). Since the cells tile ``(0, 1)``, the
     expectation over ``v`` of the returned value is a lower bound of
     ``log P(x)`` (Theis et al. 2016; Ho et al. 2019). The noise is an input,
     drawn by the caller from a seeded generator.
@@ -72,18 +112,22 @@ class DequantizedFlow(nn.Module):
         Maps ``(x, noise)`` to ``(y, log q(y | x))``; has ``n_bins``.
     """
 
+    needs_noise = True
+
     def __init__(self, flow, dequantizer):
         super().__init__()
-        self.flow, self.dequantizer = flow, dequantizer
+        self.inner, self.dequantizer = flow, dequantizer
 
-    def forward(self, x, context=None, noise=None):
-        return self.log_prob(x, context, noise)
+    @property
+    def flow(self):
+        return self.inner
 
-    def log_prob(self, x, context=None, noise=None):
+    def log_prob_parts(self, x, context=None, noise=None):
         if noise is None:
             raise ValueError("DequantizedFlow needs the dequantization noise (uniform, shaped like x).")
         y, log_q = self.dequantizer(x, noise)
-        return self.flow.log_prob(y, context) - log_q
+        bound = self.inner.log_prob(y, context) - log_q
+        return torch.zeros_like(bound), bound
 
     def quantize(self, y):
         """Values in ``(0, 1)`` back to their integer cells."""
@@ -91,10 +135,10 @@ class DequantizedFlow(nn.Module):
         return torch.floor(y * n_bins).clamp(0, n_bins - 1)
 
     def sample(self, n_samples, context=None, generator=None):
-        return self.quantize(self.flow.sample(n_samples, context, generator))
+        return self.quantize(self.inner.sample(n_samples, context, generator))
 
 
-class MixedFlow(nn.Module):
+class MixedFlow(FlowModel):
     """Exact density of rows with discrete and continuous columns: ``log P(d | ctx) + log p(c | d, ctx)``.
 
     The discrete codes ``d`` (integers, -1 for a category unseen in fit) go
@@ -104,7 +148,7 @@ class MixedFlow(nn.Module):
 
     Parameters
     ----------
-    categorical : skflow.distributions.CategoricalMADE
+    categorical : skflow.models.distributions.CategoricalMADE
     flow : Flow or None
         Over the continuous columns; None when every column is discrete.
     discrete : bool tensor of shape (n_columns,)
@@ -113,30 +157,34 @@ class MixedFlow(nn.Module):
 
     def __init__(self, categorical, flow, discrete):
         super().__init__()
-        self.categorical, self.flow = categorical, flow
+        self.categorical, self.continuous = categorical, flow
         self.register_buffer("discrete", torch.as_tensor(discrete, dtype=torch.bool))
+        # column positions as plain lists: indexing by them (unlike by a boolean mask) works under vmap
+        self._discrete_columns = [int(i) for i in torch.nonzero(self.discrete).flatten()]
+        self._continuous_columns = [int(i) for i in torch.nonzero(~self.discrete).flatten()]
 
     def _flow_context(self, codes, context):
         one_hot = self.categorical.one_hot(codes).to(self.discrete.device)
         return one_hot if context is None else torch.cat([one_hot.to(context.dtype), context], dim=1)
 
-    def log_prob_parts(self, x, context=None):
+    def init_from_data(self, x):
+        """Start the categorical model at the empirical marginals of the discrete columns."""
+        self.categorical.init_marginals(x[:, self.discrete.cpu().numpy()])
+
+    def log_prob_parts(self, x, context=None, noise=None):
         """``(log P(d | ctx), log p(c | d, ctx))`` per row."""
-        codes = x[:, self.discrete].round().long()
+        codes = x[:, self._discrete_columns].round().long()
         log_discrete = self.categorical.log_prob(codes, context)
-        if self.flow is None:
+        if self.continuous is None:
             return log_discrete, torch.zeros_like(log_discrete)
         flow_context = self._flow_context(codes, context).to(x.dtype)
-        return log_discrete, self.flow.log_prob(x[:, ~self.discrete], flow_context)
-
-    def forward(self, x, context=None):
-        log_discrete, log_continuous = self.log_prob_parts(x, context)
-        return log_discrete + log_continuous
+        return log_discrete, self.continuous.log_prob(x[:, self._continuous_columns], flow_context)
 
     def sample(self, n_samples, context=None, generator=None):
         codes = self.categorical.sample(n_samples, context, generator)
         x = torch.empty(n_samples, len(self.discrete), device=self.discrete.device)
         x[:, self.discrete] = codes.to(x.dtype)
-        if self.flow is not None:
-            x[:, ~self.discrete] = self.flow.sample(n_samples, self._flow_context(codes, context), generator)
+        if self.continuous is not None:
+            flow_context = self._flow_context(codes, context)
+            x[:, ~self.discrete] = self.continuous.sample(n_samples, flow_context, generator)
         return x

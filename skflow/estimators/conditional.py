@@ -2,7 +2,7 @@
 
 Any skflow tabular density models ``y``, conditioned on the standardised
 features through the flow's context (the path that class labels take in
-:class:`skflow.base.FlowDensity`): the MADEs see ``x`` at every hidden unit,
+:class:`skflow.estimators.density.FlowDensity`): the MADEs see ``x`` at every hidden unit,
 coupling conditioners have it concatenated. The fitted flow gives the whole
 conditional distribution: exact ``log p(y | x)``, its mean, quantiles and
 intervals, and samples. With ``n_estimators`` flows (5 by default) the model
@@ -18,8 +18,8 @@ from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from .base import FlowDensity
-from .mixture import mixture_log_density, pick_members
+from .density import FlowDensity
+from .ensemble import fit_members, member_seeds, mixture_log_density, sample_members
 from .tabular import NSFDensity
 
 __all__ = ["FlowRegressor"]
@@ -28,10 +28,6 @@ __all__ = ["FlowRegressor"]
 def _default_estimator():
     """The conditional density fitted when ``estimator=None`` (see the class docstring)."""
     return NSFDensity(n_transforms=2, hidden_features=(16, 16))
-
-
-def _standardize(X, mean, scale):
-    return (X - mean) / scale
 
 
 class FlowRegressor(RegressorMixin, BaseEstimator):
@@ -56,17 +52,16 @@ class FlowRegressor(RegressorMixin, BaseEstimator):
         ``logsumexp_k log p_k(y | x) - log n_estimators``, and each draw
         comes from a member picked uniformly at random. Averaging seeded
         flows smooths the spiky, overconfident densities one flow learns
-        from a few hundred rows; fitting and prediction cost grow
+        from a few hundred rows. Tabular members train as one stacked
+        module (about twice one fit for five); scoring and sampling cost grow
         ``n_estimators``-fold. 1 fits a single flow.
     feature_noise : float, default=0.0
         Standard deviation of Gaussian noise added to the standardised
         features of every training row, drawn afresh each epoch (noise
         regularisation of a conditional density, Rothfuss et al. 2019): it
         smooths ``p(y | x)`` along ``x``. The validation rows and every
-        prediction use the features as given. On the five small tasks of
-        ``benchmarks/results/conditional_density.md`` (choosing splits) 0.05
-        and 0.1 moved the mean held-out log-likelihood by less than 0.01
-        nats/row and 0.2 or more lowered it, so it is off by default.
+        prediction use the features as given. Sets the members'
+        ``context_noise``; off by default (``benchmarks/results/defaults.md``).
     n_samples : int, default=1000
         Draws per row behind :meth:`predict`, :meth:`predict_quantiles` and
         :meth:`predict_interval`.
@@ -95,24 +90,14 @@ class FlowRegressor(RegressorMixin, BaseEstimator):
 
     Notes
     -----
-    The default, an equal-weight mixture of five seeded 2-layer NSFs with
-    16x16 MADEs, was chosen among 17 FlowRegressor candidates (single NSFs
-    of 1 to 5 layers and 16 to 64 units, with more weight decay, 4 spline
-    bins or a larger validation split, a 64x64 MAF, mixtures of 5 or 10
-    flows, and Gaussian training noise of std 0.05 to 0.2 on the
-    standardised targets, an option since removed for lack of effect) by held-out log p(y | x) on
-    other splits (seeds 10 and 11) than the reported ones of the five small
-    tasks of ``benchmarks/results/conditional_density.md``. The mixtures
-    were the best there, 0.03 to 0.06 nats/row above the same flow fitted
-    once, and this one's intervals covered closest to 90%. A single flow
-    is spiky and overconfident on a few hundred rows; the mixture is
-    smoother, and wider where its members disagree. On the reported splits
-    it has the best held-out log p(y | x) of all methods on 4 of the 7
-    tasks, and its 90% intervals cover 0.88 to 0.92 of the test rows on
-    the 1-D tasks except the one whose target has a point mass at its
-    lower edge (0.94). It costs five fits; ``n_estimators=1`` gives a
-    single flow, and ``FlowRegressor(NSFDensity(n_transforms=3,
-    hidden_features=(32, 32)), n_estimators=1)`` is the previous default.
+    ``fit`` is the public conditioning path of the densities:
+    ``estimator.fit(y, context=X)``, one member per seed; each member in
+    ``estimators_`` scores and samples ``y`` given ``X`` on its own
+    (``score_samples(y, context=X)``, ``sample(n, context=X)``). The members
+    of a tabular flow train together as one stacked module
+    (:mod:`skflow.estimators.ensemble`), so five cost about two fits of one.
+    The default (five seeded 2-layer NSFs with 16x16 MADEs) and the figures
+    behind it are in ``benchmarks/results/defaults.md``.
 
     ``score`` is R^2 of the conditional mean (scikit-learn's regressor
     convention, so the regressor works wherever a regressor is expected);
@@ -175,9 +160,6 @@ class FlowRegressor(RegressorMixin, BaseEstimator):
             self._y_ndim = y.ndim
         return X, y.reshape(len(y), -1)
 
-    def _context(self, X):
-        return _standardize(X, self.x_mean_, self.x_scale_)
-
     @_fit_context(prefer_skip_nested_validation=False)
     def fit(self, X, y):
         """Fit ``p(y | x)``.
@@ -202,17 +184,9 @@ class FlowRegressor(RegressorMixin, BaseEstimator):
             )
         X, Y = self._validate_xy(X, y, reset=True)
         self.n_outputs_ = Y.shape[1]
-        self.x_mean_ = X.mean(axis=0)
-        scale = X.std(axis=0)
-        self.x_scale_ = np.where(scale > 1e-12 * np.maximum(1.0, np.abs(self.x_mean_)), scale, 1.0)
-        context = self._context(X)
-        seeds = self._member_seeds(estimator)
-        self.estimators_ = []
-        for seed in seeds:
-            density = clone(estimator)
-            if seed is not None:
-                density.set_params(random_state=seed)
-            self.estimators_.append(density._fit_given(Y, context, self.feature_noise))
+        if self.feature_noise > 0:
+            estimator = clone(estimator).set_params(context_noise=self.feature_noise)
+        self.estimators_ = fit_members(estimator, self._member_seeds(estimator), Y, context=X)
         self.estimator_ = self.estimators_[0]
         return self
 
@@ -228,8 +202,7 @@ class FlowRegressor(RegressorMixin, BaseEstimator):
         if self.random_state is None and self.n_estimators == 1:
             return [None]
         source = self.random_state if self.random_state is not None else estimator.random_state
-        rng = check_random_state(source)
-        return [int(rng.randint(2**31 - 1)) for _ in range(self.n_estimators)]
+        return member_seeds(self.n_estimators, source)
 
     # -------------------------------------------------------------- scoring
     def score_samples(self, X, y):
@@ -251,10 +224,7 @@ class FlowRegressor(RegressorMixin, BaseEstimator):
             raise ValueError(
                 f"y has {Y.shape[1]} columns, but the regressor was fitted on {self.n_outputs_}."
             )
-        context = self._context(X)
-        return mixture_log_density(
-            [density._conditional_log_prob(Y, context) for density in self.estimators_]
-        )
+        return mixture_log_density([density.score_samples(Y, context=X) for density in self.estimators_])
 
     def _check_X(self, X):
         check_is_fitted(self)
@@ -382,15 +352,14 @@ class FlowRegressor(RegressorMixin, BaseEstimator):
         """
         if not (isinstance(n_samples, Integral) and n_samples >= 1):
             raise ValueError(f"n_samples must be a positive integer, got {n_samples!r}.")
-        context = self._context(self._check_X(X))
-        rows = np.repeat(context, n_samples, axis=0)
+        X = self._check_X(X)
+        rows = np.repeat(X, n_samples, axis=0)
         rng = check_random_state(random_state)
         if len(self.estimators_) == 1:
-            Y = self.estimator_._conditional_sample(len(rows), rows, rng)
+            Y = self.estimator_.sample(len(rows), rng, context=rows)
         else:  # each draw comes from a member picked uniformly at random
-            Y = np.empty((len(rows), self.n_outputs_))
-            for density, picked in zip(self.estimators_, pick_members(len(self.estimators_), len(rows), rng)):
-                if picked.size:
-                    Y[picked] = density._conditional_sample(picked.size, rows[picked], rng)
-        Y = Y.reshape(len(context), n_samples, self.n_outputs_).transpose(0, 2, 1)
+            draw = lambda density, picked: density.sample(picked.size, rng, context=rows[picked])
+            parts, order = sample_members(self.estimators_, len(rows), rng, draw)
+            Y = np.concatenate(parts)[order]
+        Y = np.asarray(Y, dtype=np.float64).reshape(len(X), n_samples, self.n_outputs_).transpose(0, 2, 1)
         return Y[:, 0] if self._y_ndim == 1 else Y

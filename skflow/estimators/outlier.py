@@ -15,8 +15,8 @@ from sklearn.base import BaseEstimator, OutlierMixin, _fit_context, clone
 from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from .data.columns import check_table, is_mixed_table
-from .mixture import seeded_clones
+from ..data.columns import check_table, is_mixed_table
+from .ensemble import fit_members, member_seeds
 from .tabular import MAFDensity
 
 __all__ = ["FlowOutlierDetector"]
@@ -130,8 +130,8 @@ class FlowOutlierDetector(OutlierMixin, BaseEstimator):
     Examples
     --------
     >>> import numpy as np
-    >>> from skflow.outlier import FlowOutlierDetector
-    >>> from skflow.tabular import MAFDensity
+    >>> from skflow.estimators.outlier import FlowOutlierDetector
+    >>> from skflow.estimators.tabular import MAFDensity
     >>> rng = np.random.RandomState(0)
     >>> X = rng.normal(size=(200, 2))
     >>> detector = FlowOutlierDetector(MAFDensity(max_epochs=5), random_state=0).fit(X)
@@ -174,7 +174,7 @@ class FlowOutlierDetector(OutlierMixin, BaseEstimator):
         X : array-like of shape (n_samples, n_features) or (n_samples, ...)
             Training data (normal rows, possibly with some outliers). Images
             of any per-sample shape are passed on to ``estimator`` as they
-            are (e.g. to :class:`skflow.image.GlowDensity`); ``n_features_in_``
+            are (e.g. to :class:`skflow.estimators.image.GlowDensity`); ``n_features_in_``
             counts their pixels.
         y : None
             Ignored.
@@ -187,8 +187,12 @@ class FlowOutlierDetector(OutlierMixin, BaseEstimator):
         X, self.sample_shape_ = _as_rows(X)
         X = self._validate(X, reset=True)
         estimator = _default_estimator() if self.estimator is None else self.estimator
-        members = seeded_clones(estimator, self.n_estimators, self.random_state)
-        self.estimators_ = Parallel(n_jobs=self.n_jobs)(delayed(self._fit_member)(m, X) for m in members)
+        members = fit_members(
+            estimator, member_seeds(self.n_estimators, self.random_state), X, n_jobs=self.n_jobs
+        )
+        if self.trim > 0:  # refit each copy without the ``trim`` fraction of rows it found least likely
+            members = Parallel(n_jobs=self.n_jobs)(delayed(self._refit_trimmed)(m, X) for m in members)
+        self.estimators_ = members
         self.estimator_ = self.estimators_[0]
         self.offset_ = _compute_offset(self._score(X), self.contamination)
         return self
@@ -200,13 +204,10 @@ class FlowOutlierDetector(OutlierMixin, BaseEstimator):
         X = validate_data(self, X, dtype=np.float64, reset=reset, ensure_min_samples=2 if reset else 1)
         return X if self.sample_shape_ is None else X.reshape(len(X), *self.sample_shape_)
 
-    def _fit_member(self, member, X):
-        member.fit(X)
-        if self.trim > 0:  # refit without the ``trim`` fraction of least likely rows
-            n_drop = int(np.floor(self.trim * len(X)))
-            keep = np.sort(np.argsort(member.score_samples(X), kind="stable")[n_drop:])
-            member = clone(member).fit(X.iloc[keep] if hasattr(X, "iloc") else X[keep])
-        return member
+    def _refit_trimmed(self, member, X):
+        n_drop = int(np.floor(self.trim * len(X)))
+        keep = np.sort(np.argsort(member.score_samples(X), kind="stable")[n_drop:])
+        return clone(member).fit(X.iloc[keep] if hasattr(X, "iloc") else X[keep])
 
     def _score(self, X):
         return np.mean([member.score_samples(X) for member in self.estimators_], axis=0)

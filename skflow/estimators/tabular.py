@@ -1,6 +1,6 @@
 """Tabular density estimators: MADE, MAF, IAF, NSF and RealNVP.
 
-Each is a parameter list and a flow builder over :class:`skflow.base.FlowDensity`.
+Each is a parameter list and a flow builder over :class:`skflow.estimators.density.FlowDensity`.
 The autoregressive and coupling flows share one layer each; what differs is the
 one-dimensional map they apply (affine or rational-quadratic spline) and the
 direction (IAF is MAF inverted).
@@ -11,10 +11,9 @@ from numbers import Integral, Real
 import torch
 from sklearn.utils._param_validation import Interval, StrOptions
 
-from .base import FlowDensity, store_init_params, training_doc
-from .distributions import DiagonalNormal, GaussianMixture, MADEMixture, StandardNormal
-from .flows import Flow
-from .transforms import (
+from ..models.distributions import DiagonalNormal, GaussianMixture, MADEMixture, StandardNormal
+from ..models.flow import Flow
+from ..transforms import (
     MLP,
     Affine,
     BatchNorm,
@@ -25,7 +24,8 @@ from .transforms import (
     alternating_masks,
     reversing_order,
 )
-from .transforms.splines import RationalQuadraticSpline
+from ..transforms.splines import RationalQuadraticSpline
+from .density import FlowDensity, store_init_params, training_doc
 
 __all__ = ["IAFDensity", "MADEDensity", "MAFDensity", "NSFDensity", "RealNVPDensity"]
 
@@ -41,7 +41,14 @@ _DATA_DOC = """
         at least 10% of the rows (see ``standardizer_.point_mass_``): missing
         value codes, clipped readings, common counts. A flow would otherwise
         grow a spike there. The fitted density is then that of the smoothed
-        data, exactly normalised. 0 leaves the data as they are."""
+        data, exactly normalised. 0 leaves the data as they are.
+    context_noise : float, default=0.0
+        For a density fitted with a continuous ``context``: standard deviation
+        of Gaussian noise added to the standardised context of every training
+        row, drawn afresh each epoch (noise regularisation of a conditional
+        density, Rothfuss et al. 2019), which smooths ``p(x | context)`` along
+        the context. Validation, scoring and sampling use the context as
+        given."""
 
 _ATTRIBUTES_DOC = """
     net_ : skflow.training.FlowNet
@@ -74,6 +81,7 @@ _TABULAR_CONSTRAINTS = {
     "hidden_features": [tuple, list],
     "dequantize": [StrOptions({"auto"}), "boolean"],
     "point_mass_noise": _NON_NEGATIVE,
+    "context_noise": _NON_NEGATIVE,
 }
 
 
@@ -139,6 +147,7 @@ class MADEDensity(FlowDensity):
         order="natural",
         dequantize="auto",
         point_mass_noise=0.0,
+        context_noise=0.0,
         max_epochs="auto",
         batch_size="auto",
         lr="auto",
@@ -202,6 +211,7 @@ class _StackedFlowDensity(FlowDensity):
         n_components=10,
         dequantize="auto",
         point_mass_noise=0.0,
+        context_noise=0.0,
         max_epochs="auto",
         batch_size="auto",
         lr="auto",
@@ -300,6 +310,7 @@ class MAFDensity(_StackedFlowDensity):
         n_components=10,
         dequantize="auto",
         point_mass_noise=0.0,
+        context_noise=0.0,
         max_epochs="auto",
         batch_size="auto",
         lr="auto",
@@ -333,7 +344,7 @@ class IAFDensity(_StackedFlowDensity):
     training step, which scores the training data).
 
     Choose IAF when drawing samples is the frequent operation (or the flow is
-    fitted by reverse KL, see :class:`~skflow.variational.VariationalDensity`),
+    fitted by reverse KL, see :class:`~skflow.estimators.variational.VariationalDensity`),
     MAF when evaluating densities is; both model the same family
     (``benchmarks/results/iaf_vs_maf.md`` measures the ratios).
 
@@ -452,6 +463,7 @@ class NSFDensity(_StackedFlowDensity):
         n_components=10,
         dequantize="auto",
         point_mass_noise=0.0,
+        context_noise=0.0,
         max_epochs="auto",
         batch_size="auto",
         lr="auto",
@@ -538,6 +550,7 @@ class RealNVPDensity(_StackedFlowDensity):
         n_components=10,
         dequantize="auto",
         point_mass_noise=0.0,
+        context_noise=0.0,
         max_epochs="auto",
         batch_size="auto",
         lr="auto",

@@ -120,7 +120,7 @@ class MultiScale(Transform):
     ``forward(x)``: ``h = level(x)``; the first half of ``h``'s channels is
     output as it is (factored out), the second half goes through ``inner``.
     The output is the flat concatenation ``[factored, inner(rest)]`` of shape
-    ``(n, prod(level_shape))``, so a :class:`~skflow.distributions.StandardNormal`
+    ``(n, prod(level_shape))``, so a :class:`~skflow.models.distributions.StandardNormal`
     base fits it. ``inner`` must itself return flat rows (end it with
     :class:`Flatten` or another :class:`MultiScale`).
 

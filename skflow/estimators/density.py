@@ -22,20 +22,20 @@ from numbers import Integral, Real
 import numpy as np
 import torch
 from scipy.special import logsumexp, softmax
-from sklearn.base import BaseEstimator, DensityMixin, _fit_context
+from sklearn.base import BaseEstimator, DensityMixin, _fit_context, clone
 from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from sklearn.utils.metaestimators import available_if
 from sklearn.utils.multiclass import check_classification_targets
-from sklearn.utils.validation import check_is_fitted, column_or_1d
+from sklearn.utils.validation import check_array, check_is_fitted, column_or_1d
 from skorch.callbacks import Callback, EarlyStopping
 from skorch.helper import predefined_split
 
-from .data import Standardizer, check_levels, restore_layout, scoring_noise, validate_layout
-from .data.columns import TableEncoder, check_table, is_mixed_table
-from .distributions import CategoricalMADE
-from .flows import DequantizedFlow, MixedFlow
-from .training import (
+from ..data import Standardizer, check_levels, restore_layout, scoring_noise, validate_layout
+from ..data.columns import TableEncoder, check_table, is_mixed_table
+from ..models.distributions import CategoricalMADE
+from ..models.flow import DequantizedFlow, MixedFlow
+from ..training import (
     BatchIterator,
     DivergenceGuard,
     FlowNet,
@@ -44,6 +44,7 @@ from .training import (
     lr_schedule,
     training_settings,
 )
+from ..training.stacked import MemberEarlyStopping, StackedMembers
 
 __all__ = ["TRAINING_DOC", "FlowDensity", "batched", "resolve_device"]
 
@@ -143,7 +144,7 @@ def resolve_device(device):
     Raises a ValueError naming the problem when the device does not exist here.
     """
     if isinstance(device, str) and device == "auto":
-        from .distributed import worker_device  # dask-free: inside a dask worker, one GPU per worker
+        from ..distributed import worker_device  # dask-free: inside a dask worker, one GPU per worker
 
         return worker_device()
     try:
@@ -242,7 +243,7 @@ class FlowDensity(DensityMixin, BaseEstimator):
 
     Subclasses define ``__init__`` with their hyperparameters and the hook
     ``_build_flow(n_features, context_features)`` returning a
-    :class:`skflow.flows.Flow`; the other hooks have tabular defaults.
+    :class:`skflow.models.flow.Flow`; the other hooks have tabular defaults.
     """
 
     #: Weight of the wide Gaussian mixed into the density (0 turns it off).
@@ -273,7 +274,7 @@ class FlowDensity(DensityMixin, BaseEstimator):
 
     # ---------------------------------------------------------------- hooks
     def _build_flow(self, n_features, context_features):
-        """Return the :class:`~skflow.flows.Flow` over scaled rows (defined by subclasses)."""
+        """Return the :class:`~skflow.models.flow.Flow` over scaled rows (defined by subclasses)."""
         raise TypeError(f"{type(self).__name__} does not define _build_flow; use a concrete estimator.")
 
     def _check_params(self):
@@ -300,6 +301,18 @@ class FlowDensity(DensityMixin, BaseEstimator):
         noise = getattr(self, "point_mass_noise", 0.0)
         point_mass = self.standardizer_.point_mass_
         return point_mass * noise if noise > 0 and point_mass is not None else None
+
+    def _context_noise(self):
+        """Std of the Gaussian training noise on the scaled continuous context (``context_noise``)."""
+        return getattr(self, "context_noise", 0.0)
+
+    def _context_noise_per_feature(self):
+        """``_context_noise`` on the continuous context's columns, 0 on the one-hot labels."""
+        noise = self._context_noise()
+        if noise == 0 or self.n_context_features_ == 0:
+            return None
+        n_labels = 0 if self.classes_ is None else len(self.classes_)
+        return [0.0] * n_labels + [noise] * self.n_context_features_
 
     def _context_dropout(self):
         """Probability that a training row's class context is replaced by the null (zero) context."""
@@ -342,6 +355,43 @@ class FlowDensity(DensityMixin, BaseEstimator):
         self.class_prior_ = np.bincount(labels) / len(labels)
         return _one_hot(labels, len(self.classes_))
 
+    def _scaled_context(self, context, n_samples, reset):
+        """The continuous context validated and standardised by ``context_scaler_`` (None when absent).
+
+        With ``reset`` the scaler is fitted (and ``n_context_features_`` set);
+        otherwise a context is required exactly when one was given in fit.
+        """
+        if reset:
+            self.context_scaler_ = None
+            self.n_context_features_ = 0
+        if context is None:
+            if self.context_scaler_ is not None:
+                raise ValueError(
+                    f"{type(self).__name__} was fitted with a context of {self.n_context_features_} "
+                    "features: pass context= here too."
+                )
+            return None
+        if not reset and self.context_scaler_ is None:
+            raise ValueError("context was given but the estimator was fitted without one.")
+        context = check_array(context, dtype=np.float64, ensure_2d=False, input_name="context")
+        context = context.reshape(len(context), -1) if context.ndim == 1 else context
+        if len(context) != n_samples:
+            raise ValueError(f"X has {n_samples} samples but context has {len(context)}.")
+        if reset:
+            self.context_scaler_ = Standardizer(dequantize=False).fit(context)
+            self.n_context_features_ = context.shape[1]
+        elif context.shape[1] != self.n_context_features_:
+            raise ValueError(
+                f"context has {context.shape[1]} features, but the estimator was fitted with "
+                f"{self.n_context_features_}."
+            )
+        return self.context_scaler_.transform(context)
+
+    def _model_context(self, labels, context):
+        """The model's context: the one-hot labels and the scaled context side by side (None if neither)."""
+        parts = [part for part in (labels, context) if part is not None]
+        return np.hstack(parts) if parts else None
+
     def _build_module(self, n_features, context_features):
         if self.table_ is not None:
             cards = self.table_.cardinalities_
@@ -354,10 +404,14 @@ class FlowDensity(DensityMixin, BaseEstimator):
         dequantizer = self._dequantizer()
         return flow if dequantizer is None else DequantizedFlow(flow, dequantizer)
 
-    def _make_net(self, module, device, valid_set, seed, context_noise=0.0):
+    def _make_net(self, module, device, valid_set, seed, member_valid=None):
+        """The skorch net that trains ``module``; ``member_valid`` (x, context) for stacked members."""
         settings = self.training_settings_
         callbacks = [("divergence_guard", DivergenceGuard(max_norm=GRADIENT_CLIP))]
-        if valid_set is not None:
+        if member_valid is not None:
+            stopper = MemberEarlyStopping(*member_valid, patience=settings["patience"])
+            callbacks.append(("early_stopping", stopper))
+        elif valid_set is not None:
             stopper = EarlyStopping(
                 patience=settings["patience"], threshold=0.0, threshold_mode="abs", load_best=True
             )
@@ -366,11 +420,11 @@ class FlowDensity(DensityMixin, BaseEstimator):
         if schedule is not None:
             callbacks.append(("lr_schedule", schedule))
         callbacks += _named_callbacks(self.callbacks)
-        dequantized = isinstance(module, DequantizedFlow)
+        dequantized = module.needs_noise
         if self.accelerator is None:
             net_class, options = FlowNet, {"device": device, "precision": self.precision}
         else:
-            from .training.parallel import AcceleratedFlowNet, accelerated_net_options
+            from ..training.parallel import AcceleratedFlowNet, accelerated_net_options
 
             net_class, options = AcceleratedFlowNet, accelerated_net_options(self.accelerator, self.verbose)
         return net_class(
@@ -390,7 +444,7 @@ class FlowDensity(DensityMixin, BaseEstimator):
             iterator_train__shuffle=True,
             iterator_train__noise_width=self.standardizer_.noise_width,
             iterator_train__smoothing_std=self._smoothing_std(),
-            iterator_train__context_noise=context_noise,
+            iterator_train__context_noise=self._context_noise_per_feature(),
             iterator_train__context_dropout=self._context_dropout(),
             iterator_train__dequantization_noise=dequantized,
             iterator_train__seed=seed,
@@ -402,8 +456,8 @@ class FlowDensity(DensityMixin, BaseEstimator):
         )
 
     @_fit_context(prefer_skip_nested_validation=True)
-    def fit(self, X, y=None):
-        """Fit the flow to X by maximum likelihood (forward KL); ``p(x | y)`` when labels are given.
+    def fit(self, X, y=None, *, context=None):
+        """Fit the flow to X by maximum likelihood (forward KL), given labels or a context when passed.
 
         Parameters
         ----------
@@ -412,6 +466,13 @@ class FlowDensity(DensityMixin, BaseEstimator):
         y : array-like of shape (n_samples,), default=None
             Class labels. None fits ``p(x)``; labels fit ``p(x | y)``, and the
             estimator is then also a generative classifier.
+        context : array-like of shape (n_samples, n_context_features), default=None
+            Continuous conditioning variables: the flow then models
+            ``p(x | context)`` (with ``y`` too, ``p(x | y, context)``). They are
+            standardised by ``context_scaler_`` and fed to every layer's
+            conditioner; ``score_samples`` and ``sample`` then need a context.
+            :class:`~skflow.FlowRegressor` is this path with ``x`` as the
+            context of ``y``.
 
         Returns
         -------
@@ -420,29 +481,16 @@ class FlowDensity(DensityMixin, BaseEstimator):
         """
         self._check_params()
         X = self._validate(X, reset=True)
-        return self._fit_rows(X, self._encode_labels(y, len(X)))
+        labels = self._encode_labels(y, len(X))
+        context = self._scaled_context(context, len(X), reset=True)
+        return self._fit_rows(X, self._model_context(labels, context))
 
-    def _fit_given(self, X, context, context_noise=0.0):
-        """Fit ``p(x | context)`` for a continuous context ``(n, k)``: :class:`~skflow.FlowRegressor`'s entry.
-
-        ``context_noise`` is the standard deviation of Gaussian noise added to
-        the training contexts (fresh each epoch; validation is not noised).
-        """
-        self._check_params()
-        X = self._validate(X, reset=True)
-        self.classes_ = self.class_prior_ = None
-        return self._fit_rows(X, context, context_noise)
-
-    def _fit_rows(self, X, context, context_noise=0.0):
-        """Fit on validated rows X, conditioned on ``context`` (n, k) or None; the shared trunk of ``fit``.
-
-        :class:`skflow.conditional.FlowRegressor` enters here with the
-        standardised features as the context (and its ``feature_noise``).
-        """
+    def _fit_rows(self, X, context):
+        """Fit on validated rows X, conditioned on the model's ``context`` (n, k) or None."""
         if self.accelerator is None:
             device = resolve_device(self.device)
         else:
-            from .training.parallel import check_accelerator
+            from ..training.parallel import check_accelerator
 
             device = check_accelerator(self.accelerator).device
         self.standardizer_ = self._make_scaler().fit(X)
@@ -458,9 +506,8 @@ class FlowDensity(DensityMixin, BaseEstimator):
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(init_seed)
             module = self._build_module(Z.shape[1], 0 if context is None else context.shape[1])
-            if isinstance(module, MixedFlow):
-                module.categorical.init_marginals(Z[train][:, self.standardizer_.discrete_])
-            net = self._make_net(module, device, valid_set, loop_seed, context_noise)
+            module.init_from_data(Z[train])
+            net = self._make_net(module, device, valid_set, loop_seed)
             net.fit(TensorDataset(*rows(train), device=device), None)
         self.net_ = net
         self.history_ = net.history
@@ -468,6 +515,71 @@ class FlowDensity(DensityMixin, BaseEstimator):
         self._check_trained(*rows(train[: self._check_rows]))
         self._scoring_module()  # build the scoring copy now: predicting must not change the estimator
         return self
+
+    def _can_stack(self):
+        """Whether seeded copies of this estimator can train as one stacked module (:meth:`_fit_members`)."""
+        return (
+            self._images == "never" and self.accelerator is None and not self.compile and not self.callbacks
+        )
+
+    def _fit_members(self, X, y, context, random_states):
+        """Fitted copies of this estimator, one per entry of ``random_states``, trained as one module.
+
+        The batched path of the ensemble engine
+        (:func:`skflow.estimators.ensemble.fit_members`): X and the context
+        are validated and scaled once; each copy gets the initialisation and
+        validation split its ``random_state`` gives, and all train together
+        in one skorch loop (:mod:`skflow.training.stacked`), each with its
+        own shuffles and early stopping. Returns the copies, each a complete
+        fitted estimator. This estimator is left fitted with the shared
+        data attributes only.
+        """
+        self._check_params()
+        X = self._validate(X, reset=True)
+        labels = self._encode_labels(y, len(X))
+        context = self._model_context(labels, self._scaled_context(context, len(X), reset=True))
+        device = resolve_device(self.device)
+        self.standardizer_ = self._make_scaler().fit(X)
+        Z = self.standardizer_.transform(X)
+        n_context = 0 if context is None else context.shape[1]
+        modules, trains, valids, loop_seeds = [], [], [], []
+        for random_state in random_states:
+            rng = check_random_state(random_state)
+            init_seed, loop_seed = (int(s) for s in rng.randint(np.iinfo(np.int32).max - 1, size=2))
+            train, valid = _split_indices(len(Z), self.validation_fraction, rng)
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(init_seed)
+                modules.append(self._build_module(Z.shape[1], n_context))
+            modules[-1].init_from_data(Z[train])
+            trains.append(train), valids.append(valid), loop_seeds.append(loop_seed)
+        self.training_settings_ = training_settings(
+            len(trains[0]), self.batch_size, self.lr, self.max_epochs, self.patience
+        )
+        tensor = lambda a: None if a is None else torch.as_tensor(a, dtype=torch.float32, device=device)
+        member_valid = None
+        if len(valids[0]):
+            valids = np.stack(valids)
+            member_valid = (tensor(Z[valids]), None if context is None else tensor(context[valids]))
+        stack = StackedMembers(modules)
+        net = self._make_net(stack, device, None, loop_seeds[0], member_valid)
+        with torch.random.fork_rng(devices=[]):
+            net.fit(TensorDataset(Z, context, device=device, members=np.stack(trains)), None)
+        stack.unstack(modules)
+        fitted = {
+            key: value for key, value in vars(self).items() if key.endswith("_") and not key.startswith("_")
+        }
+        members = []
+        for random_state, module, train in zip(random_states, modules, trains):
+            member = clone(self).set_params(random_state=random_state)
+            vars(member).update(fitted)
+            member.net_ = member._make_net(module.to(device), device, None, 0).initialize()
+            member.net_.history_ = net.history_
+            member.history_, member.n_iter_ = net.history_, len(net.history_)
+            rows = train[: self._check_rows]
+            member._check_trained(Z[rows], None if context is None else context[rows])
+            member._scoring_module()
+            members.append(member)
+        return members
 
     def _check_trained(self, Z, context):
         """Refuse to return a model that cannot score its own training data."""
@@ -516,61 +628,58 @@ class FlowDensity(DensityMixin, BaseEstimator):
         trained float32 module instead of the float64 scoring copy (for the finiteness check)."""
         module, dtype = self._scoring_module() if exact else (self._module, torch.float32)
         device, size = self._device(), self._inference_batch
-        score = lambda n, **batch: module(**batch)
-        if isinstance(module, MixedFlow):  # the tail guard acts on the continuous part
-            parts = lambda n, **batch: module.log_prob_parts(**batch)
-            discrete, continuous = batched(parts, len(Z), size, device, dtype, x=Z, context=context)
-            columns = ~self.standardizer_.discrete_
-            return discrete + _with_tail_guard(continuous, Z[:, columns], self._tail_weight * columns.any())
-        if not isinstance(module, DequantizedFlow):
-            log_prob = batched(score, len(Z), size, device, dtype, x=Z, context=context)
-            return _with_tail_guard(log_prob, Z, self._tail_weight)
-        draws = [
-            batched(score, len(Z), size, device, dtype, x=Z, context=context, noise=noise)
-            for noise in scoring_noise(Z, n_draws or self.n_score_draws)
-        ]
+        parts = lambda n, **batch: module.log_prob_parts(**batch)
+        columns = ~self.standardizer_.discrete_  # the tail guard acts on the continuous columns
+        weight = self._tail_weight * columns.any()
+        noises = scoring_noise(Z, n_draws or self.n_score_draws) if module.needs_noise else [None]
+        draws = []
+        for noise in noises:
+            discrete, continuous = batched(
+                parts, len(Z), size, device, dtype, x=Z, context=context, noise=noise
+            )
+            draws.append(discrete + _with_tail_guard(continuous, Z[:, columns], weight))
         return logsumexp(draws, axis=0) - np.log(len(draws))
 
-    def _joint_log_likelihood(self, X):
-        """``log pi_c + log p(x | c)`` per row and class, every Jacobian counted; (n, 1) without classes."""
+    def _joint_log_likelihood(self, X, context=None):
+        """``log pi_c + log p(x | c, context)`` per row and class, every Jacobian counted; (n, 1) without classes."""
         check_is_fitted(self)
-        Z = self.standardizer_.transform(self._validate(X, reset=False))
+        X = self._validate(X, reset=False)
+        context = self._scaled_context(context, len(X), reset=False)
+        Z = self.standardizer_.transform(X)
         if self.classes_ is None:
-            contexts, log_prior = [None], np.zeros(1)
+            labels, log_prior = [None], np.zeros(1)
         else:
             n_classes = len(self.classes_)
-            contexts = [np.tile(_one_hot(c, n_classes), (len(Z), 1)) for c in range(n_classes)]
+            labels = [np.tile(_one_hot(c, n_classes), (len(Z), 1)) for c in range(n_classes)]
             log_prior = np.log(self.class_prior_)
-        columns = [self._log_prob(Z, context) for context in contexts]
+        columns = [self._log_prob(Z, self._model_context(label, context)) for label in labels]
         return np.stack(columns, axis=1) + log_prior + self.standardizer_.log_det_
 
-    def _conditional_log_prob(self, X, context):
-        """``log p(x | context)`` of validated rows X in their units, every Jacobian counted."""
-        Z = self.standardizer_.transform(X)
-        return self._log_prob(Z, context) + self.standardizer_.log_det_
-
-    def score_samples(self, X):
+    def score_samples(self, X, *, context=None):
         """Log-density of each sample, in the units of X.
 
         Parameters
         ----------
         X : array-like of shape (n_samples, n_features)
             Points to evaluate, in the layout used in fit.
+        context : array-like of shape (n_samples, n_context_features), default=None
+            The context of each row, for a model fitted with one (then required).
 
         Returns
         -------
         log_density : ndarray of shape (n_samples,)
-            ``log p(x)`` per row (float64), the scaling's log-determinant
-            included; for a model fitted with class labels, the marginal
-            ``log sum_c pi_c p(x | c)``. Tabular densities are the flow's
-            mixed with a wide Gaussian of weight 0.001 (in standardised units,
-            scale 3), which keeps unseen values from getting absurdly low
-            scores. For discrete values (``n_bins``) the importance-weighted
-            lower bound of the log-probability.
+            ``log p(x)`` per row (``log p(x | context)`` given a context), float64,
+            the scaling's log-determinant included; for a model fitted with
+            class labels, the marginal ``log sum_c pi_c p(x | c)``. Tabular
+            densities are the flow's mixed with a wide Gaussian of weight
+            0.001 (in standardised units, scale 3), which keeps unseen values
+            from getting absurdly low scores. For discrete values
+            (``n_bins``) the importance-weighted lower bound of the
+            log-probability.
         """
-        return logsumexp(self._joint_log_likelihood(X), axis=1)
+        return logsumexp(self._joint_log_likelihood(X, context), axis=1)
 
-    def score(self, X, y=None):
+    def score(self, X, y=None, *, context=None):
         """Mean log-likelihood of X (higher is better).
 
         Parameters
@@ -579,45 +688,51 @@ class FlowDensity(DensityMixin, BaseEstimator):
             Points to evaluate.
         y : None
             Ignored: the score is the marginal log-likelihood of X.
+        context : array-like of shape (n_samples, n_context_features), default=None
+            For a model fitted with a context.
 
         Returns
         -------
         log_likelihood : float
             Mean of :meth:`score_samples`.
         """
-        return float(np.mean(self.score_samples(X)))
+        return float(np.mean(self.score_samples(X, context=context)))
 
     @available_if(_is_conditional)
-    def predict_proba(self, X):
+    def predict_proba(self, X, *, context=None):
         """Class posterior ``p(c | x)`` by Bayes' rule (fitted with ``y`` only).
 
         Parameters
         ----------
         X : array-like of shape (n_samples, n_features)
+        context : array-like of shape (n_samples, n_context_features), default=None
+            For a model fitted with a context.
 
         Returns
         -------
         proba : ndarray of shape (n_samples, n_classes)
             Columns in the order of ``classes_``.
         """
-        return softmax(self._joint_log_likelihood(X), axis=1)
+        return softmax(self._joint_log_likelihood(X, context), axis=1)
 
     @available_if(_is_conditional)
-    def predict(self, X):
+    def predict(self, X, *, context=None):
         """Most probable class of each sample (fitted with ``y`` only).
 
         Parameters
         ----------
         X : array-like of shape (n_samples, n_features)
+        context : array-like of shape (n_samples, n_context_features), default=None
+            For a model fitted with a context.
 
         Returns
         -------
         y : ndarray of shape (n_samples,)
         """
-        return self.classes_[np.argmax(self._joint_log_likelihood(X), axis=1)]
+        return self.classes_[np.argmax(self._joint_log_likelihood(X, context), axis=1)]
 
     # ------------------------------------------------------------- sampling
-    def sample(self, n_samples=1, random_state=None, *, y=None):
+    def sample(self, n_samples=1, random_state=None, *, y=None, context=None):
         """Draw samples from the fitted density.
 
         Parameters
@@ -629,6 +744,9 @@ class FlowDensity(DensityMixin, BaseEstimator):
         y : label or array-like of shape (n_samples,), default=None
             Classes to sample (models fitted with labels only); None draws
             the classes from ``class_prior_``, i.e. samples the marginal.
+        context : array-like of shape (n_samples, n_context_features) or (n_context_features,)
+            The context of each draw (one row is used for every draw), for a
+            model fitted with one (then required).
 
         Returns
         -------
@@ -637,16 +755,20 @@ class FlowDensity(DensityMixin, BaseEstimator):
             with the training columns when fitted on one. Integer-valued
             columns (and ``n_bins`` pixels) come back as integers.
         """
-        return self._sample(n_samples, random_state, y)
+        return self._sample(n_samples, random_state, y, context)
 
-    def _sample(self, n_samples, random_state, y, **options):
+    def _sample(self, n_samples, random_state, y, context=None, **options):
         check_is_fitted(self)
         if not (isinstance(n_samples, Integral) and n_samples >= 1):
             raise ValueError(f"n_samples must be a positive integer, got {n_samples!r}.")
+        if context is not None and np.ndim(context) == 1 and self.n_context_features_:
+            context = np.broadcast_to(np.asarray(context, dtype=np.float64), (n_samples, len(context)))
+        context = self._scaled_context(context, n_samples, reset=False)
         rng = check_random_state(random_state)
         labels = self._pick_labels(n_samples, y, rng)
-        context = None if labels is None else _one_hot(labels, len(self.classes_))
-        return self._restore(self._conditional_sample(n_samples, context, rng, **options))
+        labels = None if labels is None else _one_hot(labels, len(self.classes_))
+        model_context = self._model_context(labels, context)
+        return self._restore(self._conditional_sample(n_samples, model_context, rng, **options))
 
     def _conditional_sample(self, n_samples, context, rng, **options):
         """``n_samples`` rows in the user's units (not yet in the training layout), row i given ``context[i]``."""

@@ -11,56 +11,16 @@ from numbers import Integral
 
 import numpy as np
 import pandas as pd
-from joblib import Parallel, delayed
-from scipy.special import logsumexp
-from sklearn.base import BaseEstimator, DensityMixin, _fit_context, clone
+from sklearn.base import BaseEstimator, DensityMixin, _fit_context
 from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval
 from sklearn.utils.validation import check_is_fitted
 
-from .base import FlowDensity, store_init_params
+from .density import FlowDensity, store_init_params
+from .ensemble import fit_members, member_seeds, mixture_log_density, sample_members
 from .tabular import MAFDensity
 
-__all__ = ["FlowMixture", "mixture_log_density", "pick_members", "seeded_clones"]
-
-
-def seeded_clones(estimator, n_estimators, random_state):
-    """``n_estimators`` unfitted clones of ``estimator``, each with its own integer ``random_state``.
-
-    The seeds are drawn from ``random_state`` (as scikit-learn's ensembles do),
-    overriding the estimator's own.
-    """
-    rng = check_random_state(random_state)
-    seeds = rng.randint(np.iinfo(np.int32).max, size=n_estimators)
-    members = []
-    for seed in seeds:
-        member = clone(estimator)
-        if "random_state" in member.get_params():
-            member.set_params(random_state=int(seed))
-        members.append(member)
-    return members
-
-
-def mixture_log_density(log_densities):
-    """``log((1/K) sum_k exp(l_k))`` per row of the ``K`` members' log-densities ``(K, n)``."""
-    log_densities = np.asarray(log_densities, dtype=np.float64)
-    if len(log_densities) == 1:
-        return log_densities[0]
-    return logsumexp(log_densities, axis=0) - np.log(len(log_densities))
-
-
-def pick_members(n_members, n_samples, rng):
-    """The rows each of ``n_members`` copies draws, every row's copy picked uniformly with ``rng``.
-
-    Returns one index array per copy (possibly empty); together they cover
-    ``range(n_samples)``.
-    """
-    member = rng.randint(n_members, size=n_samples)
-    return [np.flatnonzero(member == k) for k in range(n_members)]
-
-
-def _fit(member, X, y):
-    return member.fit(X) if y is None else member.fit(X, y)
+__all__ = ["FlowMixture"]
 
 
 class FlowMixture(DensityMixin, BaseEstimator):
@@ -81,15 +41,16 @@ class FlowMixture(DensityMixin, BaseEstimator):
         parameters tune in a grid search as ``estimator__<name>``. None uses
         ``MAFDensity()``.
     n_estimators : int, default=5
-        Number of seeded copies. Fitting, scoring and memory cost grow
-        ``n_estimators``-fold. 1 is a single flow.
+        Number of seeded copies. Scoring and memory cost grow
+        ``n_estimators``-fold; fitting much less (see Notes). 1 is a single flow.
     random_state : int, RandomState instance or None, default=None
         Seeds the copies: each gets its own ``random_state`` drawn from this
         one, overriding the estimator's. Fix it for reproducible results.
     n_jobs : int, default=None
-        Copies fitted in parallel by joblib (None: one at a time, -1: all
-        cores); under ``joblib.parallel_config(backend="dask")`` they run on a
-        dask cluster.
+        None: the copies train as one stacked module when the density allows
+        it, else one at a time. An integer fits them in parallel by joblib
+        instead (-1: all cores); under
+        ``joblib.parallel_config(backend="dask")`` they run on a dask cluster.
 
     Attributes
     ----------
@@ -104,24 +65,13 @@ class FlowMixture(DensityMixin, BaseEstimator):
 
     Notes
     -----
-    On the three small mixed tables of
-    ``benchmarks/results/mixed_tables_other_splits.md`` (penguins, cars,
-    anes96; 266 to 755 training rows; seeds 10 to 12) five seeded copies
-    raised the mean held-out log-likelihood by 0.11 to 0.39 nats/row over
-    a single flow, for MAF and NSF alike. On the reported splits of
-    ``benchmarks/results/mixed_tables.md``, run once afterwards,
-    ``FlowMixture()`` has the best held-out log-likelihood of every method
-    on 4 of the 5 real tables (``NSFDensity`` wins randhie, whose
-    continuous columns hold atoms), and on 3 of 5 on other splits (NSF
-    also takes anes96, within the seed spread); it is ahead of a single
-    ``MAFDensity()`` on every table in both. On three small numeric sets of
-    ``benchmarks/results/tabular_density_mixture.md`` (vowels, cardio,
-    breast_cancer; 455 to 1,464 training rows) it gained 0.8, 3.0 and 4.7
-    nats/row over a single MAF and was best of all methods run on two
-    (a single ``NSFDensity`` won cardio). Fitting costs five fits: seconds on
-    tables of a few hundred rows, about 2.5 minutes for 5,000 rows on one
-    CPU core. On large sets a single flow is already stable and the copies
-    mostly add cost.
+    The copies of a tabular density (MADE, MAF, IAF, NSF, RealNVP, mixed
+    tables) train together as one stacked module, each with its own
+    initialisation, validation split, shuffles and early stopping
+    (:mod:`skflow.estimators.ensemble`): five copies cost about two fits of
+    one, not five. Other densities, and any with ``n_jobs`` set, are fitted
+    one by one or in parallel. Measured gains over a single flow on small
+    tables are in ``benchmarks/results/defaults.md``.
 
     Examples
     --------
@@ -165,8 +115,8 @@ class FlowMixture(DensityMixin, BaseEstimator):
             The fitted mixture.
         """
         estimator = MAFDensity() if self.estimator is None else self.estimator
-        members = seeded_clones(estimator, self.n_estimators, self.random_state)
-        self.estimators_ = Parallel(n_jobs=self.n_jobs)(delayed(_fit)(member, X, y) for member in members)
+        seeds = member_seeds(self.n_estimators, self.random_state)
+        self.estimators_ = fit_members(estimator, seeds, X, y, n_jobs=self.n_jobs)
         self.estimator_ = self.estimators_[0]
         self.n_features_in_ = self.estimator_.n_features_in_
         if hasattr(self.estimator_, "feature_names_in_"):
@@ -227,13 +177,12 @@ class FlowMixture(DensityMixin, BaseEstimator):
         labels = None if y is None or np.ndim(y) == 0 else np.asarray(y)
         if labels is not None and len(labels) != n_samples:
             raise ValueError(f"y has {len(labels)} labels for n_samples={n_samples}.")
-        picked = pick_members(len(self.estimators_), n_samples, rng)
-        parts = []
-        for density, rows in zip(self.estimators_, picked):
-            if rows.size:
-                options = {} if y is None else {"y": y if labels is None else labels[rows]}
-                parts.append(density.sample(rows.size, random_state=rng, **options))
-        restore = np.argsort(np.concatenate(picked))  # back to the drawn order, so copies interleave
-        if isinstance(parts[0], pd.DataFrame):
-            return pd.concat(parts, ignore_index=True).iloc[restore].reset_index(drop=True)
-        return np.concatenate(parts)[restore]
+
+        def draw(density, rows):
+            options = {} if y is None else {"y": y if labels is None else labels[rows]}
+            return density.sample(rows.size, random_state=rng, **options)
+
+        parts, order = sample_members(self.estimators_, n_samples, rng, draw)
+        if isinstance(parts[0], pd.DataFrame):  # back to the drawn order, so copies interleave
+            return pd.concat(parts, ignore_index=True).iloc[order].reset_index(drop=True)
+        return np.concatenate(parts)[order]

@@ -1,101 +1,28 @@
-"""Dequantization of discrete pixels: uniform and variational (Flow++).
+"""Dequantizers: the modules that turn discrete pixels into continuous values inside a model.
 
-A dequantizer maps integer values ``x`` in ``[0, n_bins)`` (flat rows, or
-images) and uniform noise ``v`` in ``(0, 1)`` of the same shape to continuous pixels
-``y = (x + u) / n_bins`` in ``(0, 1)`` and ``log q(y | x)``, the log-density
-of ``y`` given ``x`` (per image, shape ``(n,)``). Since the cells
-``[x, x + 1) / n_bins`` tile ``[0, 1)``, for any density ``p`` on ``y``
-
-    log P(x) >= E_q[log p(y) - log q(y | x)],
-
-(Theis et al. 2016; Ho et al. 2019), the bound skflow reports as the
-log-probability of a discrete image, in nats. A dequantizer sits inside the
-model (:class:`skflow.flows.DequantizedFlow`); its noise comes from the
-training batches' seeded generator, or from :func:`scoring_noise` when
-scoring.
-
-References: Ho, Chen, Srinivas, Duan and Abbeel (2019), "Flow++: Improving
-Flow-Based Generative Models with Variational Dequantization and Architecture
-Design".
+A dequantizer maps integer values ``x`` in ``[0, n_bins)`` and uniform noise ``v``
+in ``(0, 1)`` of the same shape to ``y = (x + u) / n_bins`` in ``(0, 1)`` and
+``log q(y | x)``; :class:`skflow.models.flow.DequantizedFlow` puts one in front of a
+flow, and ``E_q[log p(y) - log q(y | x)]`` is a lower bound of ``log P(x)`` (Theis
+et al. 2016; Ho et al. 2019, Flow++). The variational dequantizer is itself a
+conditional flow on the noise.
 """
 
-import hashlib
 import math
 
-import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
 
 from ..transforms.core import sum_except_batch
 from ..transforms.coupling import AffineCoupling
-from ..transforms.image import ConvResNet, checkerboard_mask
+from ..transforms.multiscale import ConvResNet, checkerboard_mask
 
-__all__ = [
-    "UniformDequantization",
-    "VariationalDequantization",
-    "check_levels",
-    "scoring_noise",
-    "uniform_dequantized_score_samples",
-]
+__all__ = ["UniformDequantization", "VariationalDequantization"]
 
 _LOG_2PI = math.log(2 * math.pi)
 #: Uniform noise is kept this far from 0 and 1 before the normal quantile.
 _NOISE_EPS = 1e-6
-
-
-def scoring_noise(X, n_draws=1, seed=0):
-    """Uniform noise in ``[0, 1)`` of shape ``(n_draws, *X.shape)``, a function of each row.
-
-    Row ``i``'s noise comes from a numpy generator seeded by a hash of its
-    values and ``seed``, so a score depends neither on which other rows are
-    scored with it nor on any global random state.
-    """
-    X = np.ascontiguousarray(X, dtype=np.float64)
-    noise = np.empty((n_draws, *X.shape))
-    for i, row in enumerate(X):
-        key = int.from_bytes(hashlib.blake2b(row.tobytes(), digest_size=8).digest(), "little")
-        noise[:, i] = np.random.default_rng([key, seed]).random((n_draws, *row.shape))
-    return noise
-
-
-def check_levels(X, n_bins):
-    """Raise a ValueError unless every value of X is an integer in ``[0, n_bins)``."""
-    X = np.asarray(X)
-    integer = np.all(X == np.round(X))
-    if not (integer and np.all((X >= 0) & (X < n_bins))):
-        raise ValueError(
-            f"With n_bins={n_bins}, values must be integers in [0, {n_bins}); got values in "
-            f"[{X.min()}, {X.max()}]{'' if integer else ' that are not all integers'}."
-        )
-
-
-def uniform_dequantized_score_samples(score_samples, X, n_bins, n_draws=1, seed=0):
-    """``log P(x)`` bound of any density fitted on uniformly dequantized values ``x + u``.
-
-    For a density ``p`` over ``x + u`` (units of x, ``u`` in ``[0, 1)``),
-    ``log P(x) >= log mean_k p(x + u_k)`` in expectation (importance weighting
-    with the uniform proposal): the bookkeeping of skflow's dequantized
-    models applied to any ``score_samples``, e.g. a GaussianMixture's.
-
-    Parameters
-    ----------
-    score_samples : callable
-        Maps an array like X to log-densities per row.
-    X : ndarray of shape (n_samples, n_features)
-        Integers in ``[0, n_bins)``.
-    n_bins : int
-    n_draws : int, default=1
-    seed : int, default=0
-
-    Returns
-    -------
-    log_prob : ndarray of shape (n_samples,)
-    """
-    X = np.asarray(X, dtype=np.float64)
-    check_levels(X, n_bins)
-    draws = np.stack([score_samples(X + u) for u in scoring_noise(X, n_draws, seed)])
-    return np.logaddexp.reduce(draws, axis=0) - math.log(n_draws)
 
 
 class UniformDequantization(nn.Module):

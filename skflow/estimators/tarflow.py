@@ -11,13 +11,14 @@ import torch
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
-from .base import FlowDensity, store_init_params, training_doc
-from .data import GlobalScaler, UniformDequantization
-from .distributions import StandardNormal
-from .flows import DequantizedFlow, Flow
+from ..data import GlobalScaler
+from ..models.dequantization import UniformDequantization
+from ..models.distributions import StandardNormal
+from ..models.flow import Flow
+from ..transforms import Compose
+from ..transforms.tarflow_blocks import guided, tarflow
+from .density import FlowDensity, store_init_params, training_doc
 from .image import pixel_transform
-from .transforms import Compose
-from .transforms.tarflow import guided, tarflow
 
 __all__ = ["TarFlowDensity"]
 
@@ -107,7 +108,7 @@ class TarFlowDensity(FlowDensity):
     n_score_draws : int, default=4
         With ``n_bins``: dequantization draws per sample in ``score_samples``,
         combined as an importance-weighted bound and seeded by each sample's
-        values (as the image flows of :mod:`skflow.image`).
+        values (as the image flows of :mod:`skflow.estimators.image`).
     dequantize : "auto" or bool, default="auto"
         Tabular data without ``n_bins``: integer-valued columns are uniformly
         dequantized during training (see :class:`skflow.MAFDensity`).{training}
@@ -116,8 +117,8 @@ class TarFlowDensity(FlowDensity):
     ----------
     net_ : skflow.training.FlowNet
         The fitted skorch network; ``net_.module_`` is a
-        :class:`skflow.flows.Flow` of :func:`skflow.transforms.tarflow.tarflow`
-        blocks (behind a :class:`skflow.flows.DequantizedFlow` with ``n_bins``).
+        :class:`skflow.models.flow.Flow` of :func:`skflow.transforms.tarflow_blocks.tarflow`
+        blocks (behind a :class:`skflow.models.flow.DequantizedFlow` with ``n_bins``).
     history_ : skorch.History
         Per-epoch losses (nats per row of scaled data).
     n_iter_ : int
@@ -150,7 +151,7 @@ class TarFlowDensity(FlowDensity):
     Examples
     --------
     >>> from sklearn.datasets import load_digits
-    >>> from skflow.tarflow import TarFlowDensity
+    >>> from skflow.estimators.tarflow import TarFlowDensity
     >>> X, y = load_digits(return_X_y=True)
     >>> flow = TarFlowDensity(n_blocks=2, n_layers=1, channels=16, n_bins=17,
     ...                       image_shape=(1, 8, 8), max_epochs=1, random_state=0)
@@ -245,13 +246,13 @@ class TarFlowDensity(FlowDensity):
         return Flow(Compose(pixels, blocks) if pixels is not None else blocks, base)
 
     def _sample_scaled(self, module, n, context, generator, guidance=0.0, denoise=False):
-        flow = module.flow if isinstance(module, DequantizedFlow) else module
+        flow = module.flow  # inside a dequantizer, the continuous flow
         with guided(flow, guidance):
             x = flow.sample(n, context, generator)
             if denoise:  # sigma: noise_std (in [-1, 1] pixel units with n_bins) in the flow's units
                 sigma = self.noise_std / 2.0 if self.n_bins is not None else self.noise_std
                 x = _tweedie_step(flow, x, context, guidance, sigma)
-        return module.quantize(x) if isinstance(module, DequantizedFlow) else x
+        return module.quantize(x)
 
     # ------------------------------------------------------------- sampling
     def sample(self, n_samples=1, random_state=None, *, y=None, guidance=0.0, denoise="auto"):

@@ -1,0 +1,145 @@
+"""Seeded copies of one model trained as one module: weights stacked over a member axis.
+
+A small flow spends most of a training step in per-operation overhead, not
+arithmetic, so fitting ``K`` copies one after another costs ``K`` times one
+fit. :class:`StackedMembers` holds the ``K`` copies' weights as tensors with
+a leading member axis and evaluates all of them in one call
+(``torch.func.vmap`` over ``functional_call``): each layer runs once, on
+``(K, batch, ...)`` tensors. Every member keeps its own initialisation, its
+own rows (a member axis on the data too) and, through
+:class:`MemberEarlyStopping`, its own early stopping; the members share only
+the optimizer's step count and the learning-rate schedule. The loss is the
+sum of the members' mean negative log-likelihoods, so each member's gradient
+is exactly the one it would get alone.
+"""
+
+import copy
+import math
+
+import torch
+from skorch.callbacks import Callback
+from torch import nn
+from torch.func import functional_call, stack_module_state, vmap
+
+__all__ = ["MemberEarlyStopping", "StackedMembers"]
+
+
+class StackedMembers(nn.Module):
+    """``K`` models of one architecture as one module: ``(K, n, D)`` rows in, ``(K, n)`` log-densities out.
+
+    Parameters
+    ----------
+    models : list of skflow.models.flow.FlowModel
+        Models of identical architecture (differently initialised); their
+        weights are copied.
+    """
+
+    needs_noise = False
+
+    def __init__(self, models):
+        super().__init__()
+        params, buffers = stack_module_state(models)
+        self._param_names, self._buffer_names = list(params), list(buffers)
+        self.weights = nn.ParameterList(nn.Parameter(params[name].detach().clone()) for name in params)
+        for i, name in enumerate(self._buffer_names):
+            self.register_buffer(f"buffer_{i}", buffers[name].clone())
+        # the architecture without weights; not a submodule, so it holds no parameters of the module
+        object.__setattr__(self, "_template", copy.deepcopy(models[0]).to("meta"))
+        self.n_members = len(models)
+
+    def _state(self):
+        params = dict(zip(self._param_names, self.weights))
+        buffers = {name: getattr(self, f"buffer_{i}") for i, name in enumerate(self._buffer_names)}
+        return params, buffers
+
+    def train(self, mode=True):
+        self._template.train(mode)  # batch norm reads the template's mode inside functional_call
+        return super().train(mode)
+
+    def forward(self, x, context=None):
+        """Log-density of member ``k``'s rows ``x[k]`` under member ``k``; shape ``(K, n)``."""
+        call = lambda p, b, x, c: functional_call(self._template, (p, b), (x, c))
+        in_dims = (0, 0, 0, None if context is None else 0)
+        return vmap(call, in_dims=in_dims, randomness="different")(*self._state(), x, context)
+
+    def member_norms(self):
+        """Per-member 2-norm of the gradient, shape ``(K,)``."""
+        squares = [
+            w.grad.reshape(self.n_members, -1).pow(2).sum(1) for w in self.weights if w.grad is not None
+        ]
+        return torch.stack(squares).sum(0).sqrt()
+
+    def unstack(self, models):
+        """Load member ``k``'s weights and buffers into ``models[k]``; return ``models``."""
+        params, buffers = self._state()
+        for k, model in enumerate(models):
+            state = {name: value[k].detach().clone() for name, value in {**params, **buffers}.items()}
+            model.load_state_dict(state)
+        return models
+
+
+class MemberEarlyStopping(Callback):
+    """Early stopping for each member of a :class:`StackedMembers` on its own validation rows.
+
+    At the end of every epoch each member's mean validation log-likelihood is
+    computed on its rows; a member's weights are kept from its best epoch,
+    and training ends once every member has gone ``patience`` epochs without
+    improving. The weights restored at the end are each member's best. The
+    history's ``valid_loss`` is the sum of the members' validation losses, and
+    ``valid_loss_members`` holds each member's.
+
+    Parameters
+    ----------
+    x : tensor of shape (K, n_valid, D)
+        Member ``k``'s validation rows in ``x[k]``.
+    context : tensor of shape (K, n_valid, C) or None
+    patience : int
+    batch_size : int, default=8192
+        Rows per member evaluated at once.
+    """
+
+    def __init__(self, x, context, patience, batch_size=8192):
+        self.x, self.context, self.patience, self.batch_size = x, context, patience, batch_size
+
+    def on_train_begin(self, net, **kwargs):
+        module = net.module_
+        self.best_ = torch.full((module.n_members,), math.inf, device=self.x.device)
+        self.wait_ = torch.zeros(module.n_members, dtype=torch.long, device=self.x.device)
+        self.best_epoch_ = torch.zeros(module.n_members, dtype=torch.long)
+        self._best = [tensor.detach().clone() for tensor in _state_tensors(module)]
+
+    @torch.no_grad()
+    def _losses(self, module):
+        was_training = module.training
+        module.eval()
+        total = torch.zeros(module.n_members, dtype=torch.float64, device=self.x.device)
+        for start in range(0, self.x.shape[1], self.batch_size):
+            stop = start + self.batch_size
+            context = None if self.context is None else self.context[:, start:stop]
+            total += module(self.x[:, start:stop], context).double().sum(1)
+        module.train(was_training)
+        return -total / self.x.shape[1]
+
+    def on_epoch_end(self, net, **kwargs):
+        module = net.module_
+        losses = self._losses(module)
+        net.history.record("valid_loss", float(losses.sum()))
+        net.history.record("valid_loss_members", losses.tolist())
+        improved = torch.isfinite(losses) & (losses < self.best_)
+        self.best_ = torch.where(improved, losses, self.best_)
+        self.wait_ = torch.where(improved, 0, self.wait_ + 1)
+        self.best_epoch_[improved.cpu()] = len(net.history)
+        for best, tensor in zip(self._best, _state_tensors(module)):
+            best[improved] = tensor.detach()[improved]
+        if bool((self.wait_ >= self.patience).all()):
+            raise KeyboardInterrupt  # skorch ends the fit as after its last epoch (on_train_end runs)
+
+    def on_train_end(self, net, **kwargs):
+        with torch.no_grad():
+            for best, tensor in zip(self._best, _state_tensors(net.module_)):
+                tensor.copy_(best)
+
+
+def _state_tensors(module):
+    """The stacked weights and floating-point buffers (e.g. batch-norm statistics) of a member stack."""
+    return list(module.weights) + [b for b in module.buffers() if b.is_floating_point()]
