@@ -10,6 +10,7 @@ is their equal-weight mixture, still exact.
 """
 
 import hashlib
+from dataclasses import field
 from numbers import Integral, Real
 
 import numpy as np
@@ -18,7 +19,7 @@ from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from .density import FlowDensity
+from .density import FlowDensity, parameters
 from .ensemble import fit_members, member_seeds, mixture_log_density, sample_members
 from .tabular import NSFDensity
 
@@ -30,6 +31,7 @@ def _default_estimator():
     return NSFDensity(n_transforms=2, hidden_features=(16, 16))
 
 
+@parameters
 class FlowRegressor(RegressorMixin, BaseEstimator):
     """Conditional density estimation ``p(y | x)`` with a normalizing flow.
 
@@ -134,14 +136,11 @@ class FlowRegressor(RegressorMixin, BaseEstimator):
         tags.target_tags.multi_output = True  # several target columns are modelled jointly
         return tags
 
-    def __init__(
-        self, estimator=None, *, n_estimators=5, feature_noise=0.0, n_samples=1000, random_state=None
-    ):
-        self.estimator = estimator
-        self.n_estimators = n_estimators
-        self.feature_noise = feature_noise
-        self.n_samples = n_samples
-        self.random_state = random_state
+    estimator: object = field(default=None, kw_only=False)
+    n_estimators: int = 5
+    feature_noise: float = 0.0
+    n_samples: int = 1000
+    random_state: object = None
 
     # ------------------------------------------------------------------ fit
     def _validate_xy(self, X, y, reset):

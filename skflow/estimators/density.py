@@ -17,6 +17,7 @@ sampling itself.
 """
 
 import copy
+import dataclasses
 from numbers import Integral, Real
 
 import numpy as np
@@ -46,7 +47,7 @@ from ..training import (
 )
 from ..training.stacked import MemberEarlyStopping, StackedMembers
 
-__all__ = ["TRAINING_DOC", "FlowDensity", "batched", "resolve_device"]
+__all__ = ["TRAINING_DOC", "FlowDensity", "batched", "parameters", "resolve_device"]
 
 #: Rows per forward pass when scoring or sampling (keeps memory flat).
 INFERENCE_BATCH = 8192
@@ -192,16 +193,11 @@ def batched(fn, n_rows, batch_size, device, dtype=torch.float32, **arrays):
     return np.concatenate(chunks)
 
 
-def store_init_params(estimator, params):
-    """Keep every ``__init__`` argument as the attribute of the same name (scikit-learn's convention).
-
-    The whole body of an estimator's ``__init__`` is
-    ``store_init_params(self, locals())``: no logic and no validation (that
-    happens in ``fit``).
-    """
-    for name, value in params.items():
-        if name not in ("self", "__class__"):
-            setattr(estimator, name, value)
+#: Declares an estimator's hyperparameters as annotated class fields, once: the generated
+#: ``__init__`` takes them as keywords and stores each unchanged (scikit-learn's convention: no
+#: logic and no validation there; that happens in ``fit``). A subclass adds its own fields and
+#: redeclares a field to change its default.
+parameters = dataclasses.dataclass(eq=False, repr=False, kw_only=True)
 
 
 def _split_indices(n_samples, validation_fraction, rng):
@@ -233,6 +229,7 @@ def _named_callbacks(callbacks):
     return named
 
 
+@parameters
 class FlowDensity(DensityMixin, BaseEstimator):
     """Base class of skflow's density estimators. Not used directly.
 
@@ -241,7 +238,7 @@ class FlowDensity(DensityMixin, BaseEstimator):
     marginal ``log sum_c pi_c p(x | c)``, ``predict_proba`` and ``predict``
     classify by Bayes' rule, and ``sample(..., y=...)`` draws given classes.
 
-    Subclasses define ``__init__`` with their hyperparameters and the hook
+    Subclasses declare their hyperparameters as fields (:data:`parameters`) and define the hook
     ``_build_flow(n_features, context_features)`` returning a
     :class:`skflow.models.flow.Flow`; the other hooks have tabular defaults.
     """
@@ -271,6 +268,21 @@ class FlowDensity(DensityMixin, BaseEstimator):
         "random_state": ["random_state"],
         "verbose": ["verbose"],
     }
+
+    max_epochs: object = "auto"
+    batch_size: object = "auto"
+    lr: object = "auto"
+    weight_decay: float = 1e-5
+    lr_schedule: str = "constant"
+    validation_fraction: float = 0.1
+    patience: object = "auto"
+    callbacks: object = None
+    device: object = "auto"
+    precision: str = "float32"
+    compile: bool = False
+    accelerator: object = None
+    random_state: object = None
+    verbose: int = 0
 
     # ---------------------------------------------------------------- hooks
     def _build_flow(self, n_features, context_features):
@@ -717,13 +729,7 @@ class FlowDensity(DensityMixin, BaseEstimator):
 
     @available_if(_is_conditional)
     def predict(self, X, *, context=None):
-        """Most probable class of each sample (fitted with ``y`` only).
-
-        Parameters
-        ----------
-        X : array-like of shape (n_samples, n_features)
-        context : array-like of shape (n_samples, n_context_features), default=None
-            For a model fitted with a context.
+        """Most probable class of each sample: the argmax of :meth:`predict_proba` (same arguments).
 
         Returns
         -------

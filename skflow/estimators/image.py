@@ -27,7 +27,7 @@ from ..transforms.multiscale import (
     channel_mask,
     checkerboard_mask,
 )
-from .density import FlowDensity, store_init_params, training_doc
+from .density import FlowDensity, parameters, training_doc
 
 __all__ = ["GlowDensity", "RealNVPImageDensity"]
 
@@ -170,6 +170,7 @@ def _glow(shape, n_levels, n_steps, hidden_channels, n_blocks, context_features=
     return MultiScale(level, inner, squeezed)
 
 
+@parameters
 class _ImageDensity(FlowDensity):
     """The hooks the image estimators share: images in, global scaling or dequantization, pixel transform.
 
@@ -192,6 +193,20 @@ class _ImageDensity(FlowDensity):
         "hidden_channels": _POSITIVE_INT,
         "n_blocks": [Interval(Integral, 0, None, closed="left")],
     }
+
+    n_levels: int = 2
+    hidden_channels: int = 32
+    n_blocks: int = 2
+    image_shape: object = None
+    n_bins: object = None
+    dequantization: str = "uniform"
+    logit_alpha: float = 0.05
+    n_score_draws: int = 4
+    max_epochs: object = 100
+    batch_size: object = 64
+    lr: object = 1e-3
+    weight_decay: float = 0.0
+    patience: object = 10
 
     def _make_scaler(self):
         return GlobalScaler(scale=self.n_bins is None)
@@ -249,39 +264,12 @@ class RealNVPImageDensity(_ImageDensity):
     True
     """
 
-    def __init__(
-        self,
-        *,
-        n_levels=2,
-        hidden_channels=32,
-        n_blocks=2,
-        image_shape=None,
-        n_bins=None,
-        dequantization="uniform",
-        logit_alpha=0.05,
-        n_score_draws=4,
-        max_epochs=100,
-        batch_size=64,
-        lr=1e-3,
-        weight_decay=0.0,
-        lr_schedule="constant",
-        validation_fraction=0.1,
-        patience=10,
-        callbacks=None,
-        device="auto",
-        precision="float32",
-        compile=False,
-        accelerator=None,
-        random_state=None,
-        verbose=0,
-    ):
-        store_init_params(self, locals())
-
     def _image_transform(self, image_shape, context_features):
         return _realnvp(image_shape, self.n_levels, self.hidden_channels, self.n_blocks, context_features)
 
 
 @_doc
+@parameters
 class GlowDensity(_ImageDensity):
     """Glow (Kingma and Dhariwal 2018): act-norm, invertible 1x1 convolutions, affine couplings.
 
@@ -329,34 +317,8 @@ class GlowDensity(_ImageDensity):
 
     _parameter_constraints = {**_ImageDensity._parameter_constraints, "n_steps": _POSITIVE_INT}
 
-    def __init__(
-        self,
-        *,
-        n_levels=2,
-        n_steps=4,
-        hidden_channels=32,
-        n_blocks=1,
-        image_shape=None,
-        n_bins=None,
-        dequantization="uniform",
-        logit_alpha=0.05,
-        n_score_draws=4,
-        max_epochs=100,
-        batch_size=64,
-        lr=1e-3,
-        weight_decay=0.0,
-        lr_schedule="constant",
-        validation_fraction=0.1,
-        patience=10,
-        callbacks=None,
-        device="auto",
-        precision="float32",
-        compile=False,
-        accelerator=None,
-        random_state=None,
-        verbose=0,
-    ):
-        store_init_params(self, locals())
+    n_steps: int = 4
+    n_blocks: int = 1
 
     def _image_transform(self, image_shape, context_features):
         return _glow(

@@ -7,6 +7,7 @@ members' exact log-densities, in the units of the data, and it integrates to 1
 because each member does. Sampling picks a member uniformly for each row.
 """
 
+from dataclasses import field
 from numbers import Integral
 
 import numpy as np
@@ -16,13 +17,14 @@ from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval
 from sklearn.utils.validation import check_is_fitted
 
-from .density import FlowDensity, store_init_params
+from .density import FlowDensity, parameters
 from .ensemble import fit_members, member_seeds, mixture_log_density, sample_members
 from .tabular import MAFDensity
 
 __all__ = ["FlowMixture"]
 
 
+@parameters
 class FlowMixture(DensityMixin, BaseEstimator):
     """Equal-weight mixture of ``n_estimators`` independently seeded flows.
 
@@ -93,8 +95,10 @@ class FlowMixture(DensityMixin, BaseEstimator):
         "n_jobs": [Integral, None],
     }
 
-    def __init__(self, estimator=None, *, n_estimators=5, random_state=None, n_jobs=None):
-        store_init_params(self, locals())
+    estimator: object = field(default=None, kw_only=False)
+    n_estimators: int = 5
+    random_state: object = None
+    n_jobs: object = None
 
     @_fit_context(prefer_skip_nested_validation=False)
     def fit(self, X, y=None):

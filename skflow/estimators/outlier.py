@@ -7,6 +7,7 @@ The detector follows scikit-learn's outlier conventions (those of
 ``predict`` returns +1 (inlier) or -1 (outlier).
 """
 
+from dataclasses import field
 from numbers import Integral, Real
 
 import numpy as np
@@ -16,6 +17,7 @@ from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from ..data.columns import check_table, is_mixed_table
+from .density import parameters
 from .ensemble import fit_members, member_seeds
 from .tabular import MAFDensity
 
@@ -49,6 +51,7 @@ def _compute_offset(scores, contamination):
     return np.percentile(scores, 100.0 * contamination)
 
 
+@parameters
 class FlowOutlierDetector(OutlierMixin, BaseEstimator):
     """Outlier detection by the log-likelihood of a normalizing flow.
 
@@ -148,22 +151,12 @@ class FlowOutlierDetector(OutlierMixin, BaseEstimator):
         "n_jobs": [Integral, None],
     }
 
-    def __init__(
-        self,
-        estimator=None,
-        *,
-        n_estimators=1,
-        trim=0.0,
-        contamination="auto",
-        random_state=None,
-        n_jobs=None,
-    ):
-        self.estimator = estimator
-        self.n_estimators = n_estimators
-        self.trim = trim
-        self.contamination = contamination
-        self.random_state = random_state
-        self.n_jobs = n_jobs
+    estimator: object = field(default=None, kw_only=False)
+    n_estimators: int = 1
+    trim: float = 0.0
+    contamination: object = "auto"
+    random_state: object = None
+    n_jobs: object = None
 
     @_fit_context(prefer_skip_nested_validation=False)
     def fit(self, X, y=None):
@@ -230,17 +223,11 @@ class FlowOutlierDetector(OutlierMixin, BaseEstimator):
         return self._score(self._validate(X, reset=False))
 
     def decision_function(self, X):
-        """Score shifted by the threshold: negative for outliers.
-
-        Parameters
-        ----------
-        X : array-like of shape (n_samples, n_features)
-            Rows to score.
+        """``score_samples(X) - offset_``: negative for outliers (X as in :meth:`score_samples`).
 
         Returns
         -------
         decision : ndarray of shape (n_samples,)
-            ``score_samples(X) - offset_``.
         """
         return self.score_samples(X) - self.offset_
 

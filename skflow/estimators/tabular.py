@@ -25,7 +25,7 @@ from ..transforms import (
     reversing_order,
 )
 from ..transforms.splines import RationalQuadraticSpline
-from .density import FlowDensity, store_init_params, training_doc
+from .density import FlowDensity, parameters, training_doc
 
 __all__ = ["IAFDensity", "MADEDensity", "MAFDensity", "NSFDensity", "RealNVPDensity"]
 
@@ -85,16 +85,38 @@ _TABULAR_CONSTRAINTS = {
 }
 
 
+_STACKED_DOC = """
+    batch_norm : bool, default=False
+        Insert a batch-norm bijection between layers.
+    base : {"normal", "diagonal", "mixture", "made_mixture"}, default="normal"
+        Base density (see :class:`MAFDensity`).
+    n_components : int, default=10
+        Components of the mixture bases.{common}"""
+
+
 def _doc(cls):
-    cls.__doc__ = cls.__doc__.replace(
+    cls.__doc__ = cls.__doc__.replace("\n{stacked}", _STACKED_DOC).replace(
         "{common}",
         _DATA_DOC + training_doc(**dict.fromkeys(["max_epochs", "batch_size", "lr", "patience"], '"auto"')),
     ).replace("{attributes}", _ATTRIBUTES_DOC)
     return cls
 
 
+@parameters
+class _TabularDensity(FlowDensity):
+    """The data parameters every tabular density shares (documented in each estimator)."""
+
+    _parameter_constraints = _TABULAR_CONSTRAINTS
+
+    hidden_features: tuple = (128, 128)
+    dequantize: object = "auto"
+    point_mass_noise: float = 0.0
+    context_noise: float = 0.0
+
+
 @_doc
-class MADEDensity(FlowDensity):
+@parameters
+class MADEDensity(_TabularDensity):
     """Density estimation with one MADE (Germain et al. 2015).
 
     Each conditional ``p(x_i | x_<i)`` is a Gaussian (``n_components=1``) or a
@@ -125,12 +147,12 @@ class MADEDensity(FlowDensity):
 
     Examples
     --------
-    >>> from sklearn.datasets import load_iris
+    >>> import numpy as np
     >>> from skflow import MADEDensity
-    >>> X = load_iris().data
+    >>> X = np.random.default_rng(0).standard_gamma(2.0, size=(300, 3))
     >>> made = MADEDensity(n_components=3, max_epochs=20, random_state=0).fit(X)
-    >>> made.score_samples(X[:3]).shape
-    (3,)
+    >>> bool(made.score(X) > -10)
+    True
     """
 
     _parameter_constraints = {
@@ -139,31 +161,8 @@ class MADEDensity(FlowDensity):
         "order": [StrOptions({"natural", "random"})],
     }
 
-    def __init__(
-        self,
-        *,
-        hidden_features=(128, 128),
-        n_components=1,
-        order="natural",
-        dequantize="auto",
-        point_mass_noise=0.0,
-        context_noise=0.0,
-        max_epochs="auto",
-        batch_size="auto",
-        lr="auto",
-        weight_decay=1e-5,
-        lr_schedule="constant",
-        validation_fraction=0.1,
-        patience="auto",
-        callbacks=None,
-        device="auto",
-        precision="float32",
-        compile=False,
-        accelerator=None,
-        random_state=None,
-        verbose=0,
-    ):
-        store_init_params(self, locals())
+    n_components: int = 1
+    order: str = "natural"
 
     def _build_flow(self, n_features, context_features):
         order = torch.randperm(n_features) if self.order == "random" else torch.arange(n_features)
@@ -187,7 +186,8 @@ def _base_distribution(name, n_features, n_components, hidden_features, context_
     return builders[name]()
 
 
-class _StackedFlowDensity(FlowDensity):
+@parameters
+class _StackedFlowDensity(_TabularDensity):
     """Shared constructor of the flows that stack ``n_transforms`` layers.
 
     Subclasses define ``_layer(k, n_features, context_features)``.
@@ -201,33 +201,10 @@ class _StackedFlowDensity(FlowDensity):
         "n_components": _POSITIVE_INT,
     }
 
-    def __init__(
-        self,
-        *,
-        n_transforms=5,
-        hidden_features=(128, 128),
-        batch_norm=False,
-        base="normal",
-        n_components=10,
-        dequantize="auto",
-        point_mass_noise=0.0,
-        context_noise=0.0,
-        max_epochs="auto",
-        batch_size="auto",
-        lr="auto",
-        weight_decay=1e-5,
-        lr_schedule="constant",
-        validation_fraction=0.1,
-        patience="auto",
-        callbacks=None,
-        device="auto",
-        precision="float32",
-        compile=False,
-        accelerator=None,
-        random_state=None,
-        verbose=0,
-    ):
-        store_init_params(self, locals())
+    n_transforms: int = 5
+    batch_norm: bool = False
+    base: str = "normal"
+    n_components: int = 10
 
     def _build_flow(self, n_features, context_features):
         layers = []
@@ -247,6 +224,7 @@ class _StackedFlowDensity(FlowDensity):
 
 
 @_doc
+@parameters
 class MAFDensity(_StackedFlowDensity):
     """Masked autoregressive flow density (Papamakarios et al. 2017).
 
@@ -300,34 +278,7 @@ class MAFDensity(_StackedFlowDensity):
     (4, 13)
     """
 
-    def __init__(
-        self,
-        *,
-        n_transforms=5,
-        hidden_features=(128, 128),
-        batch_norm=False,
-        base="made_mixture",
-        n_components=10,
-        dequantize="auto",
-        point_mass_noise=0.0,
-        context_noise=0.0,
-        max_epochs="auto",
-        batch_size="auto",
-        lr="auto",
-        weight_decay=1e-5,
-        lr_schedule="constant",
-        validation_fraction=0.1,
-        patience="auto",
-        callbacks=None,
-        device="auto",
-        precision="float32",
-        compile=False,
-        accelerator=None,
-        random_state=None,
-        verbose=0,
-    ):
-        # Only the default base differs from the other stacked flows (MAF MoG, the paper's best).
-        store_init_params(self, locals())
+    base: str = "made_mixture"  # the only default that differs from the other stacked flows (MAF MoG)
 
     def _layer(self, k, n_features, context_features):
         return self._autoregressive(k, n_features, context_features)
@@ -392,6 +343,7 @@ class IAFDensity(_StackedFlowDensity):
 
 
 @_doc
+@parameters
 class NSFDensity(_StackedFlowDensity):
     """Autoregressive neural spline flow density (Durkan et al. 2019).
 
@@ -414,12 +366,7 @@ class NSFDensity(_StackedFlowDensity):
     spline_bound : float, default=5.0
         The splines act on ``[-spline_bound, spline_bound]`` (standardised
         units); outside it each layer is the identity.
-    batch_norm : bool, default=False
-        Insert a batch-norm bijection between layers.
-    base : {"normal", "diagonal", "mixture", "made_mixture"}, default="normal"
-        Base density (see :class:`MAFDensity`).
-    n_components : int, default=10
-        Components of the mixture bases.{common}
+{stacked}
 
     Attributes
     ----------{attributes}
@@ -435,14 +382,13 @@ class NSFDensity(_StackedFlowDensity):
 
     Examples
     --------
-    >>> from sklearn.datasets import load_iris
+    >>> from sklearn.datasets import load_wine
     >>> from skflow import NSFDensity
-    >>> X = load_iris().data
-    >>> nsf = NSFDensity(n_transforms=2, hidden_features=(32,), max_epochs=5, random_state=0).fit(X)
-    >>> nsf.score_samples(X[:2]).shape
-    (2,)
+    >>> X = load_wine().data[:, :5]
+    >>> nsf = NSFDensity(n_transforms=1, spline_bins=4, max_epochs=5, random_state=0).fit(X)
+    >>> log_p = nsf.score_samples(X[:2])  # log p(x), in the units of X
     >>> nsf.sample(3, random_state=0).shape
-    (3, 4)
+    (3, 5)
     """
 
     _parameter_constraints = {
@@ -451,35 +397,8 @@ class NSFDensity(_StackedFlowDensity):
         "spline_bound": [Interval(Real, 0, None, closed="neither")],
     }
 
-    def __init__(
-        self,
-        *,
-        n_transforms=5,
-        hidden_features=(128, 128),
-        spline_bins=8,
-        spline_bound=5.0,
-        batch_norm=False,
-        base="normal",
-        n_components=10,
-        dequantize="auto",
-        point_mass_noise=0.0,
-        context_noise=0.0,
-        max_epochs="auto",
-        batch_size="auto",
-        lr="auto",
-        weight_decay=1e-5,
-        lr_schedule="constant",
-        validation_fraction=0.1,
-        patience="auto",
-        callbacks=None,
-        device="auto",
-        precision="float32",
-        compile=False,
-        accelerator=None,
-        random_state=None,
-        verbose=0,
-    ):
-        store_init_params(self, locals())
+    spline_bins: int = 8
+    spline_bound: float = 5.0
 
     def _layer(self, k, n_features, context_features):
         spline = RationalQuadraticSpline(self.spline_bins, self.spline_bound)
@@ -487,6 +406,7 @@ class NSFDensity(_StackedFlowDensity):
 
 
 @_doc
+@parameters
 class RealNVPDensity(_StackedFlowDensity):
     """RealNVP density with coupling layers (Dinh et al. 2017).
 
@@ -505,12 +425,7 @@ class RealNVPDensity(_StackedFlowDensity):
     coupling_map : {"affine", "spline"}, default="affine"
         The elementwise map of the transformed half; "spline" is an 8-bin
         rational-quadratic spline on ``[-5, 5]`` with identity tails.
-    batch_norm : bool, default=False
-        Insert a batch-norm bijection between layers.
-    base : {"normal", "diagonal", "mixture", "made_mixture"}, default="normal"
-        Base density (see :class:`MAFDensity`).
-    n_components : int, default=10
-        Components of the mixture bases.{common}
+{stacked}
 
     Attributes
     ----------{attributes}
@@ -539,34 +454,7 @@ class RealNVPDensity(_StackedFlowDensity):
         "coupling_map": [StrOptions({"affine", "spline"})],
     }
 
-    def __init__(
-        self,
-        *,
-        n_transforms=5,
-        hidden_features=(128, 128),
-        coupling_map="affine",
-        batch_norm=False,
-        base="normal",
-        n_components=10,
-        dequantize="auto",
-        point_mass_noise=0.0,
-        context_noise=0.0,
-        max_epochs="auto",
-        batch_size="auto",
-        lr="auto",
-        weight_decay=1e-5,
-        lr_schedule="constant",
-        validation_fraction=0.1,
-        patience="auto",
-        callbacks=None,
-        device="auto",
-        precision="float32",
-        compile=False,
-        accelerator=None,
-        random_state=None,
-        verbose=0,
-    ):
-        store_init_params(self, locals())
+    coupling_map: str = "affine"
 
     def _layer(self, k, n_features, context_features):
         univariate = Affine() if self.coupling_map == "affine" else RationalQuadraticSpline()

@@ -17,7 +17,7 @@ from ..models.distributions import StandardNormal
 from ..models.flow import Flow
 from ..transforms import Compose
 from ..transforms.tarflow_blocks import guided, tarflow
-from .density import FlowDensity, store_init_params, training_doc
+from .density import FlowDensity, parameters, training_doc
 from .image import pixel_transform
 
 __all__ = ["TarFlowDensity"]
@@ -49,6 +49,7 @@ def _doc(cls):
 
 
 @_doc
+@parameters
 class TarFlowDensity(FlowDensity):
     """Transformer autoregressive flow density (TarFlow, Zhai et al. 2024).
 
@@ -177,37 +178,23 @@ class TarFlowDensity(FlowDensity):
         "n_score_draws": _POSITIVE_INT,
     }
 
-    def __init__(
-        self,
-        *,
-        patch_size="auto",
-        n_blocks=4,
-        n_layers=2,
-        channels=64,
-        n_heads=4,
-        noise_std=0.0,
-        image_shape=None,
-        n_bins=None,
-        mixing=True,
-        logit_alpha=0.05,
-        n_score_draws=4,
-        max_epochs=300,
-        batch_size=256,
-        lr=5e-4,
-        weight_decay=1e-4,
-        lr_schedule="constant",
-        validation_fraction=0.1,
-        patience=20,
-        dequantize="auto",
-        callbacks=None,
-        device="auto",
-        precision="float32",
-        compile=False,
-        accelerator=None,
-        random_state=None,
-        verbose=0,
-    ):
-        store_init_params(self, locals())
+    patch_size: object = "auto"
+    n_blocks: int = 4
+    n_layers: int = 2
+    channels: int = 64
+    n_heads: int = 4
+    noise_std: float = 0.0
+    image_shape: object = None
+    n_bins: object = None
+    mixing: bool = True
+    logit_alpha: float = 0.05
+    n_score_draws: int = 4
+    max_epochs: object = 300
+    batch_size: object = 256
+    lr: object = 5e-4
+    weight_decay: float = 1e-4
+    patience: object = 20
+    dequantize: object = "auto"
 
     _images = "optional"
     _tail_weight = 0.0

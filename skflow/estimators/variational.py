@@ -5,6 +5,7 @@ not skorch is said there); scoring and sampling use the shared batched
 inference helper.
 """
 
+from dataclasses import field
 from numbers import Integral, Real
 
 import numpy as np
@@ -28,7 +29,7 @@ from ..transforms import (
     reversing_order,
 )
 from ..transforms.planar import Planar, Radial
-from .density import INFERENCE_BATCH, batched, resolve_device, store_init_params
+from .density import INFERENCE_BATCH, batched, parameters, resolve_device
 
 __all__ = ["VariationalDensity"]
 
@@ -60,6 +61,7 @@ _SCORABLE = {"iaf", "maf", "realnvp"}
 _DEFAULT_N_TRANSFORMS = {"planar": 16, "radial": 16, "iaf": 5, "maf": 5, "realnvp": 6}
 
 
+@parameters
 class VariationalDensity(DensityMixin, BaseEstimator):
     """A normalizing flow fitted to an unnormalized density by reverse KL.
 
@@ -174,23 +176,18 @@ class VariationalDensity(DensityMixin, BaseEstimator):
         "verbose": ["verbose"],
     }
 
-    def __init__(
-        self,
-        log_prob,
-        n_features,
-        *,
-        flow="iaf",
-        n_transforms=None,
-        hidden_features=(64, 64),
-        batch_size=256,
-        max_steps=5000,
-        lr=1e-3,
-        patience=300,
-        device="auto",
-        random_state=None,
-        verbose=0,
-    ):
-        store_init_params(self, locals())
+    log_prob: object = field(kw_only=False)
+    n_features: int = field(kw_only=False)
+    flow: str = "iaf"
+    n_transforms: object = None
+    hidden_features: tuple = (64, 64)
+    batch_size: int = 256
+    max_steps: int = 5000
+    lr: float = 1e-3
+    patience: int = 300
+    device: object = "auto"
+    random_state: object = None
+    verbose: int = 0
 
     # ------------------------------------------------------------------ fit
     @_fit_context(prefer_skip_nested_validation=True)

@@ -101,13 +101,13 @@ class Radial(Transform):
     Parameters
     ----------
     n_features : int
-        Dimension of ``z``.
+        The dimension ``d``.
 
     Examples
     --------
     >>> import torch
-    >>> layer = Radial(2)
-    >>> x, ladj = layer.inverse(torch.randn(4, 2))
+    >>> z = torch.randn(4, 2)
+    >>> x, ladj = Radial(2).inverse(z)
     >>> bool(torch.allclose(ladj, torch.zeros(4)))  # identity at init
     True
     """
