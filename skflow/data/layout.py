@@ -102,7 +102,7 @@ def validate_layout(estimator, X, *, reset, images="never", image_shape=None):
     ensure = 2 if reset else 1
     shape = image_shape if reset else getattr(estimator, "image_shape_", None)
     layout = None
-    if images != "never" and not hasattr(X, "iloc") and np.ndim(X) in (3, 4):
+    if images != "never" and not hasattr(X, "iloc") and np.asarray(X).ndim in (3, 4):
         stacked, layout = check_images(X, shape, ensure_min_samples=ensure)
         X = stacked.reshape(len(stacked), -1)
     X = validate_data(estimator, X, dtype=np.float64, reset=reset, ensure_min_samples=ensure)

@@ -43,9 +43,24 @@ def _integer_columns(X):
     return np.all(X == np.round(X), axis=0)
 
 
-def _mode_fractions(X):
-    """Fraction of rows holding each column's most frequent value."""
-    return np.array([np.unique(column, return_counts=True)[1].max() for column in X.T]) / len(X)
+def _moments(X, weight, axis=None):
+    """Mean and standard deviation of X along ``axis`` (None: all values), rows weighted by ``weight``."""
+    if weight is None:
+        return X.mean(axis=axis), X.std(axis=axis)
+    if axis is None:
+        X, weight = X.ravel(), np.repeat(weight, X.shape[1])
+    mean = np.average(X, axis=axis, weights=weight)
+    return mean, np.sqrt(np.average((X - mean) ** 2, axis=axis, weights=weight))
+
+
+def _mode_fractions(X, weight=None):
+    """(Weighted) fraction of rows holding each column's most frequent value."""
+    weight = np.ones(len(X)) if weight is None else weight
+    fractions = []
+    for column in X.T:
+        _, inverse = np.unique(column, return_inverse=True)
+        fractions.append(np.bincount(inverse.ravel(), weights=weight).max())
+    return np.array(fractions) / weight.sum()
 
 
 class Standardizer:
@@ -65,16 +80,18 @@ class Standardizer:
         self.dequantize = dequantize
         self.discrete = discrete
 
-    def fit(self, X):
+    def fit(self, X, sample_weight=None):
+        """Fit to X (rows weighted by ``sample_weight``: a weight of 2 counts as the row twice)."""
         self.discrete_ = (
             np.zeros(X.shape[1], bool) if self.discrete is None else np.asarray(self.discrete, bool)
         )
         continuous = ~self.discrete_
-        self.mean_ = np.where(continuous, X.mean(axis=0), 0.0)
-        scale = X.std(axis=0)
+        mean, scale = _moments(X, sample_weight, axis=0)
+        self.mean_ = np.where(continuous, mean, 0.0)
         self.constant_ = ~(scale > 1e-12 * np.maximum(1.0, np.abs(self.mean_))) & continuous
         self.integer_ = _integer_columns(X) & ~self.constant_ & continuous
-        self.point_mass_ = (_mode_fractions(X) >= POINT_MASS_FRACTION) & ~self.constant_ & continuous
+        point_mass = _mode_fractions(X, sample_weight) >= POINT_MASS_FRACTION
+        self.point_mass_ = point_mass & ~self.constant_ & continuous
         if not self.dequantize:
             self.integer_[:] = False
         # Dequantization adds variance 1/12 to integer columns.
@@ -115,11 +132,12 @@ class GlobalScaler:
     def __init__(self, scale=True):
         self.scale = scale
 
-    def fit(self, X):
+    def fit(self, X, sample_weight=None):
         self.discrete_ = np.zeros(X.shape[1], bool)  # every value continuous to the flow
         self.mean_, self.scale_ = 0.0, 1.0
         if self.scale:
-            self.mean_, self.scale_ = float(X.mean()), float(X.std()) or 1.0
+            mean, scale = _moments(X, sample_weight)
+            self.mean_, self.scale_ = float(mean), float(scale) or 1.0
         self.log_det_ = -X.shape[1] * float(np.log(self.scale_))
         return self
 

@@ -28,7 +28,7 @@ from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from sklearn.utils.metaestimators import available_if
 from sklearn.utils.multiclass import check_classification_targets
-from sklearn.utils.validation import check_array, check_is_fitted, column_or_1d
+from sklearn.utils.validation import _check_sample_weight, check_array, check_is_fitted, column_or_1d
 from skorch.callbacks import Callback, EarlyStopping
 from skorch.helper import predefined_split
 
@@ -207,6 +207,21 @@ def _split_indices(n_samples, validation_fraction, rng):
     if validation_fraction > 0:
         n_valid = min(max(n_valid, 1), n_samples - 1)
     return order[n_valid:], order[:n_valid]
+
+
+def _take(array, rows):
+    """``array[rows]``, or None for None."""
+    return None if array is None else array[rows]
+
+
+def _check_weights(sample_weight, X):
+    """Validated non-negative weights scaled to mean 1, or None when absent or all equal (the plain fit)."""
+    if sample_weight is None:
+        return None
+    weight = _check_sample_weight(sample_weight, X, dtype=np.float64, ensure_non_negative=True)
+    if np.all(weight == weight[0]):
+        return None
+    return weight / weight.mean()
 
 
 def _one_hot(labels, n_classes):
@@ -468,7 +483,7 @@ class FlowDensity(DensityMixin, BaseEstimator):
         )
 
     @_fit_context(prefer_skip_nested_validation=True)
-    def fit(self, X, y=None, *, context=None):
+    def fit(self, X, y=None, *, context=None, sample_weight=None):
         """Fit the flow to X by maximum likelihood (forward KL), given labels or a context when passed.
 
         Parameters
@@ -485,48 +500,66 @@ class FlowDensity(DensityMixin, BaseEstimator):
             conditioner; ``score_samples`` and ``sample`` then need a context.
             :class:`~skflow.FlowRegressor` is this path with ``x`` as the
             context of ``y``.
+        sample_weight : array-like of shape (n_samples,), default=None
+            Non-negative weights: the objective is the weighted mean
+            log-likelihood (a weight of 2 counts a row twice, exactly, in the
+            scaling and in the loss of a batch that holds it), and validation
+            is weighted alike. None (or equal weights) is the plain fit.
 
         Returns
         -------
         self : object
             The fitted estimator.
         """
-        self._check_params()
-        X = self._validate(X, reset=True)
-        labels = self._encode_labels(y, len(X))
-        context = self._scaled_context(context, len(X), reset=True)
-        return self._fit_rows(X, self._model_context(labels, context))
-
-    def _fit_rows(self, X, context):
-        """Fit on validated rows X, conditioned on the model's ``context`` (n, k) or None."""
-        if self.accelerator is None:
-            device = resolve_device(self.device)
-        else:
-            from ..training.parallel import check_accelerator
-
-            device = check_accelerator(self.accelerator).device
-        self.standardizer_ = self._make_scaler().fit(X)
-        Z = self.standardizer_.transform(X)
-        rng = check_random_state(self.random_state)
-        init_seed, loop_seed = (int(s) for s in rng.randint(np.iinfo(np.int32).max - 1, size=2))
-        train, valid = _split_indices(len(Z), self.validation_fraction, rng)
-        self.training_settings_ = training_settings(
-            len(train), self.batch_size, self.lr, self.max_epochs, self.patience
-        )
-        rows = lambda index: (Z[index], None if context is None else context[index])
+        Z, context, weight = self._prepare(X, y, context, sample_weight)
+        init_seed, loop_seed, train, valid = self._member_plan(self.random_state, len(Z))
+        device = self._training_device()
+        self.training_settings_ = self._settings(len(train))
+        rows = lambda index: (Z[index], _take(context, index), _take(weight, index))
         valid_set = TensorDataset(*rows(valid), device=device) if len(valid) else None
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(init_seed)
-            module = self._build_module(Z.shape[1], 0 if context is None else context.shape[1])
-            module.init_from_data(Z[train])
+            module = self._new_module(init_seed, Z[train], context)
             net = self._make_net(module, device, valid_set, loop_seed)
             net.fit(TensorDataset(*rows(train), device=device), None)
         self.net_ = net
         self.history_ = net.history
         self.n_iter_ = len(net.history)
-        self._check_trained(*rows(train[: self._check_rows]))
+        self._check_trained(Z[train[: self._check_rows]], _take(context, train[: self._check_rows]))
         self._scoring_module()  # build the scoring copy now: predicting must not change the estimator
         return self
+
+    def _prepare(self, X, y, context, sample_weight):
+        """Validate X, labels, context and weights, fit the scaler: ``(Z, model context, weights or None)``."""
+        self._check_params()
+        X = self._validate(X, reset=True)
+        labels = self._encode_labels(y, len(X))
+        context = self._model_context(labels, self._scaled_context(context, len(X), reset=True))
+        weight = _check_weights(sample_weight, X)
+        self.standardizer_ = self._make_scaler().fit(X, sample_weight=weight)
+        return self.standardizer_.transform(X), context, weight
+
+    def _member_plan(self, random_state, n_rows):
+        """``(init_seed, loop_seed, train rows, validation rows)`` of one fit seeded by ``random_state``."""
+        rng = check_random_state(random_state)
+        init_seed, loop_seed = (int(s) for s in rng.randint(np.iinfo(np.int32).max - 1, size=2))
+        return (init_seed, loop_seed, *_split_indices(n_rows, self.validation_fraction, rng))
+
+    def _settings(self, n_train):
+        return training_settings(n_train, self.batch_size, self.lr, self.max_epochs, self.patience)
+
+    def _new_module(self, init_seed, Z_train, context):
+        """A freshly initialised model (seeded by ``init_seed``), data-initialised on ``Z_train``."""
+        torch.manual_seed(init_seed)
+        module = self._build_module(Z_train.shape[1], 0 if context is None else context.shape[1])
+        module.init_from_data(Z_train)
+        return module
+
+    def _training_device(self):
+        if self.accelerator is None:
+            return resolve_device(self.device)
+        from ..training.parallel import check_accelerator
+
+        return check_accelerator(self.accelerator).device
 
     def _can_stack(self):
         """Whether seeded copies of this estimator can train as one stacked module (:meth:`_fit_members`)."""
@@ -534,48 +567,33 @@ class FlowDensity(DensityMixin, BaseEstimator):
             self._images == "never" and self.accelerator is None and not self.compile and not self.callbacks
         )
 
-    def _fit_members(self, X, y, context, random_states):
+    def _fit_members(self, X, y, context, random_states, sample_weight=None):
         """Fitted copies of this estimator, one per entry of ``random_states``, trained as one module.
 
         The batched path of the ensemble engine
         (:func:`skflow.estimators.ensemble.fit_members`): X and the context
         are validated and scaled once; each copy gets the initialisation and
-        validation split its ``random_state`` gives, and all train together
-        in one skorch loop (:mod:`skflow.training.stacked`), each with its
-        own shuffles and early stopping. Returns the copies, each a complete
-        fitted estimator. This estimator is left fitted with the shared
-        data attributes only.
+        validation split its ``random_state`` gives (as :meth:`fit` would),
+        and all train together in one skorch loop
+        (:mod:`skflow.training.stacked`), each with its own shuffles and early
+        stopping. Returns the copies, each a complete fitted estimator. This
+        estimator is left fitted with the shared data attributes only.
         """
-        self._check_params()
-        X = self._validate(X, reset=True)
-        labels = self._encode_labels(y, len(X))
-        context = self._model_context(labels, self._scaled_context(context, len(X), reset=True))
-        device = resolve_device(self.device)
-        self.standardizer_ = self._make_scaler().fit(X)
-        Z = self.standardizer_.transform(X)
-        n_context = 0 if context is None else context.shape[1]
-        modules, trains, valids, loop_seeds = [], [], [], []
-        for random_state in random_states:
-            rng = check_random_state(random_state)
-            init_seed, loop_seed = (int(s) for s in rng.randint(np.iinfo(np.int32).max - 1, size=2))
-            train, valid = _split_indices(len(Z), self.validation_fraction, rng)
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(init_seed)
-                modules.append(self._build_module(Z.shape[1], n_context))
-            modules[-1].init_from_data(Z[train])
-            trains.append(train), valids.append(valid), loop_seeds.append(loop_seed)
-        self.training_settings_ = training_settings(
-            len(trains[0]), self.batch_size, self.lr, self.max_epochs, self.patience
-        )
+        Z, context, weight = self._prepare(X, y, context, sample_weight)
+        device = self._training_device()
+        plans = [self._member_plan(random_state, len(Z)) for random_state in random_states]
+        self.training_settings_ = self._settings(len(plans[0][2]))
+        with torch.random.fork_rng(devices=[]):
+            modules = [self._new_module(init_seed, Z[train], context) for init_seed, _, train, _ in plans]
+        trains, valids = np.stack([plan[2] for plan in plans]), np.stack([plan[3] for plan in plans])
         tensor = lambda a: None if a is None else torch.as_tensor(a, dtype=torch.float32, device=device)
         member_valid = None
-        if len(valids[0]):
-            valids = np.stack(valids)
-            member_valid = (tensor(Z[valids]), None if context is None else tensor(context[valids]))
+        if valids.shape[1]:
+            member_valid = tuple(tensor(_take(a, valids)) for a in (Z, context, weight))
         stack = StackedMembers(modules)
-        net = self._make_net(stack, device, None, loop_seeds[0], member_valid)
+        net = self._make_net(stack, device, None, plans[0][1], member_valid)
         with torch.random.fork_rng(devices=[]):
-            net.fit(TensorDataset(Z, context, device=device, members=np.stack(trains)), None)
+            net.fit(TensorDataset(Z, context, weight, device=device, members=trains), None)
         stack.unstack(modules)
         fitted = {
             key: value for key, value in vars(self).items() if key.endswith("_") and not key.startswith("_")
@@ -588,7 +606,7 @@ class FlowDensity(DensityMixin, BaseEstimator):
             member.net_.history_ = net.history_
             member.history_, member.n_iter_ = net.history_, len(net.history_)
             rows = train[: self._check_rows]
-            member._check_trained(Z[rows], None if context is None else context[rows])
+            member._check_trained(Z[rows], _take(context, rows))
             member._scoring_module()
             members.append(member)
         return members

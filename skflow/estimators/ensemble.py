@@ -38,7 +38,7 @@ def _fit_one(estimator, random_state, X, y, fit_params):
     return member.fit(X, y, **fit_params) if y is not None else member.fit(X, **fit_params)
 
 
-def fit_members(estimator, seeds, X, y=None, *, context=None, n_jobs=None, stack="auto"):
+def fit_members(estimator, seeds, X, y=None, *, context=None, sample_weight=None, n_jobs=None, stack="auto"):
     """Fit one copy of ``estimator`` per seed in ``seeds``; return the fitted copies.
 
     Parameters
@@ -50,6 +50,8 @@ def fit_members(estimator, seeds, X, y=None, *, context=None, n_jobs=None, stack
     X, y : training data and optional class labels, as ``estimator.fit`` takes them.
     context : array-like of shape (n_samples, n_context_features), default=None
         Passed to every copy's ``fit`` (a conditional density).
+    sample_weight : array-like of shape (n_samples,), default=None
+        Passed to every copy's ``fit``.
     n_jobs : int, default=None
         Copies fitted in parallel by joblib when they are not stacked.
     stack : "auto" or bool, default="auto"
@@ -58,12 +60,16 @@ def fit_members(estimator, seeds, X, y=None, *, context=None, n_jobs=None, stack
         (tabular, no accelerator, no ``compile``, no user callbacks) and
         ``n_jobs`` is None. False: always fit one by one.
     """
-    fit_params = {} if context is None else {"context": context}
+    fit_params = {
+        key: value
+        for key, value in {"context": context, "sample_weight": sample_weight}.items()
+        if value is not None
+    }
     stackable = isinstance(estimator, FlowDensity) and estimator._can_stack()
     if stack == "auto":
         stack = stackable and len(seeds) > 1 and n_jobs is None and None not in seeds
     if stack:
-        return clone(estimator)._fit_members(X, y, context, seeds)
+        return clone(estimator)._fit_members(X, y, context, seeds, sample_weight)
     return Parallel(n_jobs=n_jobs)(delayed(_fit_one)(estimator, seed, X, y, fit_params) for seed in seeds)
 
 

@@ -101,7 +101,7 @@ class FlowMixture(DensityMixin, BaseEstimator):
     n_jobs: object = None
 
     @_fit_context(prefer_skip_nested_validation=False)
-    def fit(self, X, y=None):
+    def fit(self, X, y=None, sample_weight=None):
         """Fit the seeded copies to X (each copy validates X as the estimator does).
 
         Parameters
@@ -112,6 +112,9 @@ class FlowMixture(DensityMixin, BaseEstimator):
             Class labels, passed on to every copy (see
             :meth:`skflow.FlowDensity.fit`); the mixture's ``score_samples``
             is then the mixture of the copies' marginal densities.
+        sample_weight : array-like of shape (n_samples,), default=None
+            Row weights, passed on to every copy (see
+            :meth:`skflow.FlowDensity.fit`).
 
         Returns
         -------
@@ -120,7 +123,9 @@ class FlowMixture(DensityMixin, BaseEstimator):
         """
         estimator = MAFDensity() if self.estimator is None else self.estimator
         seeds = member_seeds(self.n_estimators, self.random_state)
-        self.estimators_ = fit_members(estimator, seeds, X, y, n_jobs=self.n_jobs)
+        self.estimators_ = fit_members(
+            estimator, seeds, X, y, sample_weight=sample_weight, n_jobs=self.n_jobs
+        )
         self.estimator_ = self.estimators_[0]
         self.n_features_in_ = self.estimator_.n_features_in_
         if hasattr(self.estimator_, "feature_names_in_"):

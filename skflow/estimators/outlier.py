@@ -117,8 +117,7 @@ class FlowOutlierDetector(OutlierMixin, BaseEstimator):
     protocol). On contaminated training data (outliers among the training
     rows) use ``FlowOutlierDetector(MAFDensity(base="normal"))``: smoothing and
     the MADE-mixture base absorb groups of outliers there. The figures behind
-    both choices, and the options tried and dropped (``trim``, ensembles,
-    typicality scores), are in ``benchmarks/results/outlier_detection.md``.
+    both choices are in ``benchmarks/results/defaults.md``.
 
     See Also
     --------

@@ -95,10 +95,15 @@ _STACKED_DOC = """
 
 
 def _doc(cls):
-    cls.__doc__ = cls.__doc__.replace("\n{stacked}", _STACKED_DOC).replace(
-        "{common}",
-        _DATA_DOC + training_doc(**dict.fromkeys(["max_epochs", "batch_size", "lr", "patience"], '"auto"')),
-    ).replace("{attributes}", _ATTRIBUTES_DOC)
+    cls.__doc__ = (
+        cls.__doc__.replace("\n{stacked}", _STACKED_DOC)
+        .replace(
+            "{common}",
+            _DATA_DOC
+            + training_doc(**dict.fromkeys(["max_epochs", "batch_size", "lr", "patience"], '"auto"')),
+        )
+        .replace("{attributes}", _ATTRIBUTES_DOC)
+    )
     return cls
 
 
@@ -246,9 +251,9 @@ class MAFDensity(_StackedFlowDensity):
     base : {"normal", "diagonal", "mixture", "made_mixture"}, default="made_mixture"
         Base density: standard normal, learned diagonal Gaussian, learned
         mixture of ``n_components`` diagonal Gaussians, or a MADE MoG (the
-        paper's MAF MoG; the default, see
-        ``benchmarks/results/tabular_density_guard.md``; it adds one
-        ``n_features``-pass MADE to sampling).
+        paper's MAF MoG; it adds one ``n_features``-pass MADE to sampling).
+        MAF's is the only stacked flow whose default is not "normal"; why:
+        ``benchmarks/results/defaults.md``.
     n_components : int, default=10
         Components of the mixture bases.{common}
 
@@ -347,48 +352,48 @@ class IAFDensity(_StackedFlowDensity):
 class NSFDensity(_StackedFlowDensity):
     """Autoregressive neural spline flow density (Durkan et al. 2019).
 
-    MAF's layers with a monotone rational-quadratic spline of ``spline_bins``
-    bins on ``[-spline_bound, spline_bound]`` in place of the affine map, and
-    identity tails outside it; the MADE gives each feature's bin widths,
-    heights and knot derivatives from the features before it. Splines bend
-    each conditional into skewed or multimodal shapes that one affine layer
-    cannot, so fewer layers reach a given fit. Scoring takes one pass;
-    sampling ``n_features`` passes per layer.
+        MAF's layers with a monotone rational-quadratic spline of ``spline_bins``
+        bins on ``[-spline_bound, spline_bound]`` in place of the affine map, and
+        identity tails outside it; the MADE gives each feature's bin widths,
+        heights and knot derivatives from the features before it. Splines bend
+        each conditional into skewed or multimodal shapes that one affine layer
+        cannot, so fewer layers reach a given fit. Scoring takes one pass;
+        sampling ``n_features`` passes per layer.
 
-    Parameters
-    ----------
-    n_transforms : int, default=5
-        Number of autoregressive spline layers.
-    hidden_features : tuple of int, default=(128, 128)
-        Hidden widths of each MADE.
-    spline_bins : int, default=8
-        Bins of each spline.
-    spline_bound : float, default=5.0
-        The splines act on ``[-spline_bound, spline_bound]`` (standardised
-        units); outside it each layer is the identity.
-{stacked}
+        Parameters
+        ----------
+        n_transforms : int, default=5
+            Number of autoregressive spline layers.
+        hidden_features : tuple of int, default=(128, 128)
+            Hidden widths of each MADE.
+        spline_bins : int, default=8
+            Bins of each spline.
+        spline_bound : float, default=5.0
+            The splines act on ``[-spline_bound, spline_bound]`` (standardised
+            units); outside it each layer is the identity.
+    {stacked}
 
-    Attributes
-    ----------{attributes}
+        Attributes
+        ----------{attributes}
 
-    See Also
-    --------
-    MAFDensity : Affine autoregressive layers.
-    RealNVPDensity : ``coupling_map="spline"`` gives a coupling spline flow.
+        See Also
+        --------
+        MAFDensity : Affine autoregressive layers.
+        RealNVPDensity : ``coupling_map="spline"`` gives a coupling spline flow.
 
-    References
-    ----------
-    Durkan, Bekasov, Murray and Papamakarios (2019). Neural Spline Flows. NeurIPS.
+        References
+        ----------
+        Durkan, Bekasov, Murray and Papamakarios (2019). Neural Spline Flows. NeurIPS.
 
-    Examples
-    --------
-    >>> from sklearn.datasets import load_wine
-    >>> from skflow import NSFDensity
-    >>> X = load_wine().data[:, :5]
-    >>> nsf = NSFDensity(n_transforms=1, spline_bins=4, max_epochs=5, random_state=0).fit(X)
-    >>> log_p = nsf.score_samples(X[:2])  # log p(x), in the units of X
-    >>> nsf.sample(3, random_state=0).shape
-    (3, 5)
+        Examples
+        --------
+        >>> from sklearn.datasets import load_wine
+        >>> from skflow import NSFDensity
+        >>> X = load_wine().data[:, :5]
+        >>> nsf = NSFDensity(n_transforms=1, spline_bins=4, max_epochs=5, random_state=0).fit(X)
+        >>> log_p = nsf.score_samples(X[:2])  # log p(x), in the units of X
+        >>> nsf.sample(3, random_state=0).shape
+        (3, 5)
     """
 
     _parameter_constraints = {
@@ -410,43 +415,43 @@ class NSFDensity(_StackedFlowDensity):
 class RealNVPDensity(_StackedFlowDensity):
     """RealNVP density with coupling layers (Dinh et al. 2017).
 
-    Each layer keeps half of the features (alternating by index parity) and
-    maps the other half elementwise with parameters from an MLP of the kept
-    half: affine with bounded log-scales (RealNVP) or a rational-quadratic
-    spline (a coupling neural spline flow, ``coupling_map="spline"``). Scoring
-    and sampling both take one pass.
+        Each layer keeps half of the features (alternating by index parity) and
+        maps the other half elementwise with parameters from an MLP of the kept
+        half: affine with bounded log-scales (RealNVP) or a rational-quadratic
+        spline (a coupling neural spline flow, ``coupling_map="spline"``). Scoring
+        and sampling both take one pass.
 
-    Parameters
-    ----------
-    n_transforms : int, default=5
-        Number of coupling layers.
-    hidden_features : tuple of int, default=(128, 128)
-        Hidden widths of each coupling's MLP.
-    coupling_map : {"affine", "spline"}, default="affine"
-        The elementwise map of the transformed half; "spline" is an 8-bin
-        rational-quadratic spline on ``[-5, 5]`` with identity tails.
-{stacked}
+        Parameters
+        ----------
+        n_transforms : int, default=5
+            Number of coupling layers.
+        hidden_features : tuple of int, default=(128, 128)
+            Hidden widths of each coupling's MLP.
+        coupling_map : {"affine", "spline"}, default="affine"
+            The elementwise map of the transformed half; "spline" is an 8-bin
+            rational-quadratic spline on ``[-5, 5]`` with identity tails.
+    {stacked}
 
-    Attributes
-    ----------{attributes}
+        Attributes
+        ----------{attributes}
 
-    See Also
-    --------
-    MAFDensity : Autoregressive flow; usually a better density, slower sampling.
+        See Also
+        --------
+        MAFDensity : Autoregressive flow; usually a better density, slower sampling.
 
-    References
-    ----------
-    Dinh, Sohl-Dickstein and Bengio (2017). Density estimation using Real NVP.
-    ICLR.
+        References
+        ----------
+        Dinh, Sohl-Dickstein and Bengio (2017). Density estimation using Real NVP.
+        ICLR.
 
-    Examples
-    --------
-    >>> from sklearn.datasets import load_wine
-    >>> from skflow import RealNVPDensity
-    >>> X = load_wine().data
-    >>> nvp = RealNVPDensity(n_transforms=2, max_epochs=10, random_state=0).fit(X)
-    >>> nvp.score(X) < 0
-    True
+        Examples
+        --------
+        >>> from sklearn.datasets import load_wine
+        >>> from skflow import RealNVPDensity
+        >>> X = load_wine().data
+        >>> nvp = RealNVPDensity(n_transforms=2, max_epochs=10, random_state=0).fit(X)
+        >>> nvp.score(X) < 0
+        True
     """
 
     _parameter_constraints = {

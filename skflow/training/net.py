@@ -21,6 +21,8 @@ class TensorDataset(torch.utils.data.Dataset):
     ----------
     x : array-like of shape (n_samples, n_features)
     context : array-like of shape (n_samples, context_features), default=None
+    weight : array-like of shape (n_samples,), default=None
+        Per-row weights of the loss (see :class:`NegativeLogLikelihood`).
     device : str or torch.device, default="cpu"
     members : array-like of int of shape (n_members, n_rows), default=None
         For members trained as one stacked module
@@ -28,9 +30,10 @@ class TensorDataset(torch.utils.data.Dataset):
         ``members[k]``, and batches carry a leading member axis.
     """
 
-    def __init__(self, x, context=None, device="cpu", dtype=torch.float32, members=None):
+    def __init__(self, x, context=None, weight=None, device="cpu", dtype=torch.float32, members=None):
         self.x = torch.as_tensor(x, dtype=dtype, device=device)
         self.context = None if context is None else torch.as_tensor(context, dtype=dtype, device=device)
+        self.weight = None if weight is None else torch.as_tensor(weight, dtype=dtype, device=device)
         self.members = None if members is None else torch.as_tensor(members, dtype=torch.long, device=device)
 
     def __len__(self):
@@ -44,7 +47,7 @@ class TensorDataset(torch.utils.data.Dataset):
 
 
 class BatchIterator:
-    """Yield ``(batch, None)`` with ``batch`` a dict of tensors, by slicing whole tensors.
+    """Yield ``(batch, weight)`` with ``batch`` a dict of tensors (``weight``: the rows' weights or None).
 
     Batches have near-equal sizes (never a stray batch of one row); their
     boundaries are computed on the host, so iterating costs no device sync.
@@ -144,9 +147,11 @@ class BatchIterator:
             else:  # each member shuffles its own rows
                 keys = torch.rand(members.shape, generator=rng, device=x.device)
                 order = members.gather(1, keys.argsort(dim=1))
+        weight = self.dataset.weight
         if order is not None:
             x = x[order]
             context = None if context is None else context[order]
+            weight = None if weight is None else weight[order]
         if self.shuffle:
             x = self._noisy(x, rng)
             if context is not None and self.context_noise is not None:
@@ -166,7 +171,7 @@ class BatchIterator:
             first = start + sum(parts[: self.process_index])
             stop = first + parts[self.process_index]
             rows = slice(first, stop) if members is None else (slice(None), slice(first, stop))
-            yield {key: value[rows] for key, value in batch.items()}, None
+            yield {key: value[rows] for key, value in batch.items()}, None if weight is None else weight[rows]
             start += size
 
 
@@ -179,6 +184,10 @@ def _split_sizes(n, n_batches):
 class NegativeLogLikelihood:
     """Mean negative log-likelihood of a batch of log-densities, summed over members.
 
+    With per-row ``weight`` (the batch's "target", as the iterator yields it)
+    the mean is weighted: ``-sum(w log p) / sum(w)``, so a row of weight 2
+    counts exactly as the row twice.
+
     ``log_prob`` has shape ``(n,)``, or ``(n_members, n)`` for stacked
     members: each member's mean is its own loss, so the sum gives every
     member the gradient it would get alone. A plain callable, not a
@@ -186,8 +195,10 @@ class NegativeLogLikelihood:
     try to wrap it for data-parallel training.
     """
 
-    def __call__(self, log_prob, y=None):
-        return -log_prob.mean(dim=-1).sum()
+    def __call__(self, log_prob, weight=None):
+        if weight is None:
+            return -log_prob.mean(dim=-1).sum()
+        return -((log_prob * weight).sum(dim=-1) / weight.sum(dim=-1)).sum()
 
 
 class FlowNet(NeuralNet):
@@ -249,4 +260,4 @@ class FlowNet(NeuralNet):
         return state
 
     def get_loss(self, y_pred, y_true=None, X=None, training=False):
-        return self.criterion_(y_pred)
+        return self.criterion_(y_pred, y_true)

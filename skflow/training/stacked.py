@@ -93,13 +93,16 @@ class MemberEarlyStopping(Callback):
     x : tensor of shape (K, n_valid, D)
         Member ``k``'s validation rows in ``x[k]``.
     context : tensor of shape (K, n_valid, C) or None
+    weight : tensor of shape (K, n_valid) or None
+        The rows' weights (the validation loss is their weighted mean).
     patience : int
     batch_size : int, default=8192
         Rows per member evaluated at once.
     """
 
-    def __init__(self, x, context, patience, batch_size=8192):
-        self.x, self.context, self.patience, self.batch_size = x, context, patience, batch_size
+    def __init__(self, x, context, weight, patience, batch_size=8192):
+        self.x, self.context, self.weight = x, context, weight
+        self.patience, self.batch_size = patience, batch_size
 
     def on_train_begin(self, net, **kwargs):
         module = net.module_
@@ -112,13 +115,15 @@ class MemberEarlyStopping(Callback):
     def _losses(self, module):
         was_training = module.training
         module.eval()
+        weight = torch.ones(self.x.shape[:2], device=self.x.device) if self.weight is None else self.weight
         total = torch.zeros(module.n_members, dtype=torch.float64, device=self.x.device)
         for start in range(0, self.x.shape[1], self.batch_size):
             stop = start + self.batch_size
             context = None if self.context is None else self.context[:, start:stop]
-            total += module(self.x[:, start:stop], context).double().sum(1)
+            log_prob = module(self.x[:, start:stop], context).double()
+            total += (log_prob * weight[:, start:stop]).sum(1)
         module.train(was_training)
-        return -total / self.x.shape[1]
+        return -total / weight.double().sum(1)
 
     def on_epoch_end(self, net, **kwargs):
         module = net.module_

@@ -1,0 +1,77 @@
+"""``sample_weight``: a weight of 2 is the row twice, in the scaling and in the training objective."""
+
+import numpy as np
+import pytest
+import torch
+
+from skflow import FlowMixture, MAFDensity, NSFDensity
+from skflow.training import BatchIterator, NegativeLogLikelihood, TensorDataset
+
+SMALL = {"n_transforms": 1, "hidden_features": (8,), "max_epochs": 2, "random_state": 0}
+
+
+def _rows(n=60, seed=0):
+    rng = np.random.default_rng(seed)
+    return np.c_[rng.normal(size=(n, 2)), rng.integers(0, 3, size=n)]
+
+
+def test_weight_two_is_the_row_twice_in_scaling_and_objective():
+    X = _rows()
+    weight = np.ones(len(X))
+    weight[[3, 11]] = 2.0
+    duplicated = np.vstack([X, X[[3, 11]]])
+    weighted = MAFDensity(**SMALL).fit(X, sample_weight=weight)
+    plain = MAFDensity(**SMALL).fit(duplicated)
+    scaler, reference = weighted.standardizer_, plain.standardizer_
+    np.testing.assert_allclose(scaler.mean_, reference.mean_, rtol=1e-12)
+    np.testing.assert_allclose(scaler.scale_, reference.scale_, rtol=1e-12)
+    np.testing.assert_array_equal(scaler.integer_, reference.integer_)
+    # the objective at fixed parameters (the weighted fit's, in float64), over all rows at once
+    module = weighted.net_.module_.double().eval()
+    as_tensor = lambda A: torch.as_tensor(scaler.transform(A), dtype=torch.float64)  # noqa: E731
+    with torch.no_grad():
+        loss = NegativeLogLikelihood()(module(as_tensor(X)), torch.as_tensor(weight / weight.mean()))
+        loss_duplicated = NegativeLogLikelihood()(module(as_tensor(duplicated)))
+    assert float(loss) == pytest.approx(float(loss_duplicated), rel=1e-12)
+
+
+def test_batches_carry_their_rows_weights():
+    x = np.arange(10.0)[:, None]
+    weight = np.arange(10.0) + 1
+    batches = list(BatchIterator(TensorDataset(x, weight=weight), 4, shuffle=True, seed=0))
+    for batch, w in batches:
+        np.testing.assert_array_equal(w.numpy(), batch["x"][:, 0].numpy() + 1)  # each row with its own weight
+    members = TensorDataset(x, weight=weight, members=np.array([[0, 1, 2, 3], [6, 7, 8, 9]]))
+    for batch, w in BatchIterator(members, 2, shuffle=True, seed=0):
+        assert w.shape == batch["x"].shape[:2]
+        np.testing.assert_array_equal(w.numpy(), batch["x"][..., 0].numpy() + 1)
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: MAFDensity(n_transforms=2, hidden_features=(16,), max_epochs=60, random_state=0),
+        lambda: FlowMixture(
+            NSFDensity(n_transforms=1, hidden_features=(16,), max_epochs=60), n_estimators=2, random_state=0
+        ),
+    ],
+)
+def test_zero_weights_remove_rows_from_the_fit(make):
+    rng = np.random.default_rng(0)
+    X = np.r_[rng.normal(-3, 0.5, size=(200, 1)), rng.normal(3, 0.5, size=(200, 1))]
+    weight = np.r_[np.ones(200), np.full(200, 1e-6)]
+    model = make().fit(X, sample_weight=weight)
+    assert model.score_samples([[-3.0]])[0] > model.score_samples([[3.0]])[0] + 3
+
+
+def test_equal_weights_are_the_plain_fit_and_bad_weights_are_refused():
+    X = _rows()
+    plain = MAFDensity(**SMALL).fit(X)
+    same = MAFDensity(**SMALL).fit(X, sample_weight=np.full(len(X), 3.0))
+    np.testing.assert_array_equal(plain.score_samples(X), same.score_samples(X))
+    with pytest.raises(ValueError, match="[Nn]egative"):
+        MAFDensity(**SMALL).fit(X, sample_weight=-np.ones(len(X)))
+    with pytest.raises(ValueError, match="non-zero"):
+        MAFDensity(**SMALL).fit(X, sample_weight=np.zeros(len(X)))
+    with pytest.raises(ValueError):
+        MAFDensity(**SMALL).fit(X, sample_weight=np.ones(len(X) - 1))
