@@ -241,3 +241,22 @@ def test_labels_and_context_together():
     assert accuracy > 0.85
     draws = model.sample(500, random_state=0, y=1, context=[0.0])
     assert np.mean(draws) == pytest.approx(1.0, abs=0.15)
+
+
+def test_dataframe_context_with_strings():
+    import pandas as pd
+
+    rng = np.random.default_rng(0)
+    group = rng.choice(["a", "b"], size=300)
+    context = pd.DataFrame({"group": group, "size": rng.normal(size=300)})
+    x = np.where(group == "a", -2.0, 2.0)[:, None] + 0.3 * rng.normal(size=(300, 1))
+    model = MAFDensity(n_transforms=1, hidden_features=(16,), max_epochs=40, random_state=0).fit(
+        x, context=context
+    )
+    assert model.n_context_features_ == 3  # two indicators and the number
+    a = context.iloc[:1].assign(group="a")
+    assert model.score_samples([[-2.0]], context=a)[0] > model.score_samples([[2.0]], context=a)[0] + 2
+    unseen = context.iloc[:1].assign(group="c")  # all-zero indicators: still a finite density
+    assert np.isfinite(model.score_samples([[0.0]], context=unseen)[0])
+    draws = model.sample(500, random_state=0, context=pd.concat([a] * 500, ignore_index=True))
+    assert np.mean(draws) == pytest.approx(-2.0, abs=0.3)

@@ -115,6 +115,22 @@ class TableEncoder:
             out[:, j] = values
         return out
 
+    def one_hot(self, df):
+        """Float array of the continuous values and, per discrete column, one indicator per category.
+
+        The encoding of a mixed table used as a *conditioning input* (a context); a category
+        unseen in fit gets all-zero indicators.
+        """
+        A = self.transform(df)
+        parts, categories = [], iter(self.categories_)
+        for j, discrete in enumerate(self.discrete_):
+            if discrete:
+                codes = A[:, j].astype(np.int64)
+                parts.append((codes[:, None] == np.arange(len(next(categories)))[None, :]).astype(np.float64))
+            else:
+                parts.append(A[:, j : j + 1])
+        return np.hstack(parts)
+
     def inverse_transform(self, A):
         """A DataFrame with the training columns and dtypes from values and codes."""
         data = {}

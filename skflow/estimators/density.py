@@ -389,7 +389,7 @@ class FlowDensity(DensityMixin, BaseEstimator):
         otherwise a context is required exactly when one was given in fit.
         """
         if reset:
-            self.context_scaler_ = None
+            self.context_scaler_ = self.context_encoder_ = None
             self.n_context_features_ = 0
         if context is None:
             if self.context_scaler_ is not None:
@@ -400,6 +400,10 @@ class FlowDensity(DensityMixin, BaseEstimator):
             return None
         if not reset and self.context_scaler_ is None:
             raise ValueError("context was given but the estimator was fitted without one.")
+        if reset:
+            self.context_encoder_ = TableEncoder().fit(context) if is_mixed_table(context) else None
+        if self.context_encoder_ is not None:  # strings and categories: one indicator per category
+            context = self.context_encoder_.one_hot(context)
         context = check_array(context, dtype=np.float64, ensure_2d=False, input_name="context")
         context = context.reshape(len(context), -1) if context.ndim == 1 else context
         if len(context) != n_samples:
@@ -493,10 +497,12 @@ class FlowDensity(DensityMixin, BaseEstimator):
         y : array-like of shape (n_samples,), default=None
             Class labels. None fits ``p(x)``; labels fit ``p(x | y)``, and the
             estimator is then also a generative classifier.
-        context : array-like of shape (n_samples, n_context_features), default=None
-            Continuous conditioning variables: the flow then models
-            ``p(x | context)`` (with ``y`` too, ``p(x | y, context)``). They are
-            standardised by ``context_scaler_`` and fed to every layer's
+        context : array-like or DataFrame of shape (n_samples, n_context_features), default=None
+            Conditioning variables: the flow then models ``p(x | context)``
+            (with ``y`` too, ``p(x | y, context)``). Numeric columns are
+            standardised by ``context_scaler_``; a DataFrame's string,
+            category and boolean columns become one indicator per category
+            (``context_encoder_``). The result feeds every layer's
             conditioner; ``score_samples`` and ``sample`` then need a context.
             :class:`~skflow.FlowRegressor` is this path with ``x`` as the
             context of ``y``.
