@@ -1,260 +1,113 @@
 """Held-out log-likelihood of skflow's tabular flows against tuned peers.
 
-Every model is fit on the same training split (80 %) and scored on the same
-test split (20 %) of each set, in nats per row in the units of the raw data.
-Peers: a GaussianMixture and a KernelDensity tuned by 3-fold GridSearchCV on
-the training split (fit on standardised data, the standardisation's
-log-determinant added back), and zuko's MAF with skflow's default
-architecture trained by a hand-written loop (see ``_tabular_data.ZukoMAF``).
+Every model is fit on the same training split (80 %) and scored on the same test split (20 %) of each
+set (all rows, outlier labels ignored), in nats per row in the units of the raw data. Peers: a
+GaussianMixture and a KernelDensity tuned by 3-fold GridSearchCV on the training split (fitted on
+standardised data, the log-determinant added back), and zuko's MAF and NSF with skflow's default
+architecture and training recipe in a hand-written loop (``harness.peers.ZukoFlow``). ``--variant``
+adds skflow estimators with other parameters.
 
-Run (from the repository root; results are cached per run in --cache)::
-
-    OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 PYTHONPATH=. python benchmarks/tabular_density.py --seeds 0 1 2
+    OMP_NUM_THREADS=1 python -m benchmarks.tabular_density --seeds 0 1 2
 """
 
-import argparse
 import json
-import shlex
-import sys
-import time
-from pathlib import Path
+from functools import partial
 
 import numpy as np
-from sklearn.mixture import GaussianMixture
-from sklearn.model_selection import GridSearchCV
-from sklearn.neighbors import KernelDensity
 
-from _tabular_data import SETS, ZukoMAF, split_set
-from skflow import FlowMixture
-from skflow.tabular import MADEDensity, MAFDensity, NSFDensity, RealNVPDensity
-
-RESULTS = Path(__file__).resolve().parent / "results"
-
-
-class Standardized:
-    """Fit a scikit-learn density on standardised X; score in raw units."""
-
-    def __init__(self, search):
-        self.search = search
-
-    def fit(self, X):
-        self.mean_, self.scale_ = X.mean(axis=0), X.std(axis=0)
-        self.search.fit((X - self.mean_) / self.scale_)
-        self.params_ = self.search.best_params_
-        return self
-
-    def score_samples(self, X):
-        return self.search.best_estimator_.score_samples((X - self.mean_) / self.scale_) - np.log(self.scale_).sum()
-
-
-class TailGuarded:
-    """A prototype of a tail guard for skflow (not in the package).
-
-    Scores the mixture ``(1 - w) p_flow + w N(z; 0, s^2 I)`` in the flow's
-    standardised space (``w = 1e-3``, ``s = 3``), so a held-out row far from
-    every training row costs at most a Gaussian tail plus ``log w``, while a
-    typical row loses at most ``-log(1 - w) = 0.001`` nats.
-    """
-
-    def __init__(self, estimator, weight=1e-3, scale=3.0):
-        self.estimator, self.weight, self.scale = estimator, weight, scale
-
-    def fit(self, X):
-        self.estimator.fit(X)
-        self.n_iter_ = self.estimator.n_iter_
-        return self
-
-    def score_samples(self, X):
-        standardizer = self.estimator.standardizer_
-        Z = standardizer.transform(X)
-        log_flow = self.estimator.score_samples(X) - standardizer.log_det_
-        d = Z.shape[1]
-        log_wide = -0.5 * np.sum((Z / self.scale) ** 2, axis=1) - d * np.log(self.scale * np.sqrt(2 * np.pi))
-        mixed = np.logaddexp(np.log1p(-self.weight) + log_flow, np.log(self.weight) + log_wide)
-        return mixed + standardizer.log_det_
-
-
-def _gmm(seed):
-    grid = {"n_components": [1, 2, 5, 10, 20, 40], "covariance_type": ["full", "diag", "tied", "spherical"]}
-    return Standardized(GridSearchCV(GaussianMixture(max_iter=300, random_state=seed), grid, cv=3))
-
-
-def _kde(seed):
-    grid = {"bandwidth": np.logspace(-1.5, 0.3, 13)}
-    return Standardized(GridSearchCV(KernelDensity(rtol=1e-6), grid, cv=3))
-
-
-#: The zuko peer copies the default MAFDensity's architecture and training settings.
-_MAF_DEFAULTS = {k: MAFDensity().get_params()[k] for k in (
-    "n_transforms", "hidden_features", "max_epochs", "batch_size", "lr", "weight_decay", "validation_fraction",
-    "patience")}
-
-#: zuko's NSF copies the default NSFDensity's architecture and training settings.
-_NSF_DEFAULTS = {k: NSFDensity().get_params()[k] for k in (
-    "n_transforms", "hidden_features", "max_epochs", "batch_size", "lr", "weight_decay", "validation_fraction",
-    "patience")}
+from benchmarks.harness import data, peers, report, runner
+from skflow import FlowMixture, MADEDensity, MAFDensity, NSFDensity, RealNVPDensity
 
 MODELS = {
     "MAF": lambda seed: MAFDensity(random_state=seed),
     "RealNVP": lambda seed: RealNVPDensity(random_state=seed),
     "MADE": lambda seed: MADEDensity(random_state=seed),
     "MADE MoG10": lambda seed: MADEDensity(n_components=10, random_state=seed),
-    "zuko MAF": lambda seed: ZukoMAF(**_MAF_DEFAULTS, random_state=seed),
+    "zuko MAF": lambda seed: peers.ZukoFlow("MAF", random_state=seed),
     "NSF": lambda seed: NSFDensity(random_state=seed),
     "MAF x5": lambda seed: FlowMixture(MAFDensity(), n_estimators=5, random_state=seed),
-    "zuko NSF": lambda seed: ZukoMAF(**_NSF_DEFAULTS, flow="NSF", random_state=seed),
-    "MAF + tail guard (prototype)": lambda seed: TailGuarded(MAFDensity(random_state=seed)),
-    "RealNVP + tail guard (prototype)": lambda seed: TailGuarded(RealNVPDensity(random_state=seed)),
-    "GMM (CV)": _gmm,
-    "KDE (CV)": _kde,
+    "zuko NSF": lambda seed: peers.ZukoFlow("NSF", random_state=seed),
+    "GMM (CV)": peers.gmm_cv,
+    "KDE (CV)": peers.kde_cv,
 }
 PEERS = ("zuko MAF", "zuko NSF", "GMM (CV)", "KDE (CV)")
-#: Run by default (the tail-guard prototypes only on request).
-DEFAULT_MODELS = ("MAF", "NSF", "RealNVP", "MADE", "MADE MoG10", "zuko MAF", "zuko NSF", "GMM (CV)", "KDE (CV)")
+DEFAULT_MODELS = ("MAF", "NSF", "RealNVP", "MADE", "MADE MoG10", *PEERS)
+ESTIMATORS = {"MAFDensity": MAFDensity, "NSFDensity": NSFDensity, "RealNVPDensity": RealNVPDensity,
+              "MADEDensity": MADEDensity}
 
 
-_ESTIMATORS = {"MAFDensity": MAFDensity, "NSFDensity": NSFDensity, "RealNVPDensity": RealNVPDensity,
-               "MADEDensity": MADEDensity}
-
-
-def _variant(params):
+def variant(params):
     """A skflow estimator with non-default parameters (``"estimator"`` picks the class; MAF if absent)."""
-    params = dict(params)
-    estimator = _ESTIMATORS[params.pop("estimator", "MAFDensity")]
-    return lambda seed: estimator(**{**params, "random_state": seed})
+    params = {k: tuple(v) if isinstance(v, list) else v for k, v in params.items()}  # JSON has no tuples
+    estimator = ESTIMATORS[params.pop("estimator", "MAFDensity")]
+    return lambda seed: estimator(**params, random_state=seed)
 
 
-def _describe(model):
-    if isinstance(model, Standardized):
-        return ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in model.params_.items())
-    members = getattr(model, "estimators_", [model])  # a FlowMixture's copies
-    return "+".join(str(member.n_iter_) for member in members) + " epochs"
+def describe(model):
+    if isinstance(model, peers.Standardized):
+        return ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"
+                         for k, v in model.params_.items())
+    return "+".join(str(member.n_iter_) for member in getattr(model, "estimators_", [model])) + " epochs"
 
 
-def run_one(name, seed, model_name):
-    X_train, X_test = split_set(name, seed)
-    model = MODELS[model_name](seed)
-    start = time.perf_counter()
-    model.fit(X_train)
-    fit_time = time.perf_counter() - start
+def run_one(name, seed, model_name, args):
+    X_train, X_test = data.split_set(name, seed, args.max_rows)
+    model = runner.shorten(MODELS[model_name](seed), args.epochs)
+    with runner.Timer() as timer:
+        model.fit(X_train)
     log_density = model.score_samples(X_test)
     outside = np.any((X_test < X_train.min(axis=0)) | (X_test > X_train.max(axis=0)), axis=1)
-    return {
-        "set": name, "seed": seed, "model": model_name, "shape": list(X_train.shape) + [len(X_test)],
-        "mean": float(np.mean(log_density)), "min": float(np.min(log_density)),
-        "p1": float(np.percentile(log_density, 1)), "finite": bool(np.all(np.isfinite(log_density))),
-        "mean_outside": float(np.mean(log_density[outside])) if outside.any() else None,
-        "n_outside": int(outside.sum()), "fit_s": fit_time, "info": _describe(model),
-    }
+    return {"shape": [*X_train.shape, len(X_test)], "mean": float(np.mean(log_density)),
+            "min": float(np.min(log_density)), "p1": float(np.percentile(log_density, 1)),
+            "finite": bool(np.all(np.isfinite(log_density))),
+            "mean_outside": float(np.mean(log_density[outside])) if outside.any() else None,
+            "n_outside": int(outside.sum()), "fit_s": timer.wall, "info": describe(model)}
 
 
-def _fmt(values, digits=2):
-    values = np.asarray(values, dtype=float)
-    if len(values) == 1:
-        return f"{values[0]:.{digits}f}"
-    return f"{values.mean():.{digits}f} ± {values.std():.{digits}f}"
-
-
-def _table(records, sets, models, key, header, reduce=None):
-    lines = [f"| {header} | " + " | ".join(models) + " |", "|---" * (len(models) + 1) + "|"]
-    for name in sets:
-        cells = []
-        for model in models:
-            values = [r[key] for r in records if r["set"] == name and r["model"] == model and r[key] is not None]
-            if not values:
-                cells.append("—")
-            elif reduce is None:
-                cells.append(_fmt(values))
-            else:
-                cells.append(f"{reduce(values):.4g}")
-        n_seeds = len({r["seed"] for r in records if r["set"] == name})
-        lines.append(f"| {name} ({n_seeds} seed{'s' * (n_seeds > 1)}) | " + " | ".join(cells) + " |")
-    return lines
-
-
-def _beats_peers(means, sets, model="MAF"):
-    """One line: on how many sets the default ``model`` beats every peer."""
-    verdicts = []
-    for name in sets:
-        peers = [means[name][p] for p in PEERS if p in means[name]]
-        if model in means[name] and peers:
-            verdicts.append((name, means[name][model] > max(peers)))
+def beats_peers(means, sets, model):
+    """One line: on how many sets ``model`` beats every peer."""
+    verdicts = [(n, means[n][model] > max(means[n][p] for p in PEERS if p in means[n])) for n in sets
+                if model in means[n] and any(p in means[n] for p in PEERS)]
     won = [n for n, v in verdicts if v]
     return (f"Default {model} beats every peer ({', '.join(PEERS)}) on {len(won)} of {len(verdicts)} sets"
             + (f" ({', '.join(won)})." if won else "."))
 
 
-def write_report(records, sets, models, seeds, command, path):
+def write_report(records, args, path):
+    sets, models = [s for s in args.sets if any(r["set"] == s for r in records)], args.models
     shapes = {r["set"]: r["shape"] for r in records}
-    best_peer = {}
-    for name in sets:
-        means = {m: np.mean([r["mean"] for r in records if r["set"] == name and r["model"] == m]) for m in models
-                 if any(r["set"] == name and r["model"] == m for r in records)}
-        best_peer[name] = means
-    lines = [
-        "# Tabular density: held-out log-likelihood",
-        "",
-        "Command (repository root):",
-        "",
-        f"    {command}",
-        "",
-        f"Seeds: {', '.join(map(str, seeds))}, as many per set as the row says (each seed draws its own 80/20 "
-        "train/test split and model seeds). "
-        "All rows of each set are used, outlier labels ignored. Mean log-density per held-out row, in nats, "
-        "in the units of the raw data (higher is better); mean ± std over seeds. Every run used "
-        "OMP_NUM_THREADS=1 on a shared 2-core CPU.",
-        "",
-        "Rows (train/test): " + ", ".join(f"{n} {shapes[n][0]}/{shapes[n][2]}x{shapes[n][1]}" for n in sets if n in shapes),
-        "",
-        "## Mean held-out log-likelihood (nats/row)",
-        "",
-        f"Plot: `{path.with_suffix('.png').name}` (per set and model, median over seeds of the difference to the tuned GMM, "
-        "clipped at +-10 nats).",
-        "",
-        *_table(records, sets, models, "mean", "set"),
-        "",
-        "Winner per set (mean over seeds): "
-        + "; ".join(f"{n}: {max(best_peer[n], key=best_peer[n].get)}" for n in sets if best_peer[n]),
-        "",
-        _beats_peers(best_peer, sets),
-        "",
-        _beats_peers(best_peer, sets, "NSF"),
-        "",
-        "## Tails: worst held-out rows",
-        "",
-        "Minimum per-row held-out log-density (the worst over seeds):",
-        "",
-        *_table(records, sets, models, "min", "set", reduce=np.min),
-        "",
-        "1st percentile of per-row held-out log-density (mean over seeds):",
-        "",
-        *_table(records, sets, models, "p1", "set", reduce=np.mean),
-        "",
-        "Mean log-density of the held-out rows with at least one value outside the training range "
-        "(mean over seeds; count per seed: "
-        + ", ".join(f"{n} {np.mean([r['n_outside'] for r in records if r['set'] == n]):.0f}" for n in sets if n in shapes)
-        + "):",
-        "",
-        *_table(records, sets, models, "mean_outside", "set", reduce=np.mean),
-        "",
-        "## Fit time (s, mean over seeds) and what was fitted",
-        "",
-        *_table(records, sets, models, "fit_s", "set", reduce=np.mean),
-        "",
-    ]
-    for name in sets:
-        infos = [f"{r['model']} (seed {r['seed']}): {r['info']}" for r in records if r["set"] == name]
-        lines.append(f"- {name}: " + "; ".join(infos))
-    path.write_text("\n".join(lines) + "\n")
+    means = {n: {m: np.mean(v) for m in models
+                 if (v := [r["mean"] for r in records if r["set"] == n and r["model"] == m])} for n in sets}
+
+    def grid(key, reduce=None):
+        return report.grid(records, key, sets, models, cell=report.reduced(reduce) if reduce else report.fmt)
+
+    outside = ", ".join(f"{n} {np.mean([r['n_outside'] for r in records if r['set'] == n]):.0f}"
+                        for n in sets)
+    rows = ", ".join(f"{n} {shapes[n][0]}/{shapes[n][2]}x{shapes[n][1]}" for n in sets)
+    winners = "; ".join(f"{n}: {max(means[n], key=means[n].get)}" for n in sets)
+    report.write(path, [
+        *report.header("Tabular density: held-out log-likelihood", args.command, __doc__),
+        (f"Seeds {', '.join(map(str, args.seeds))} (each its own 80/20 split and model seeds; mean ± std "
+         f"over seeds, nats per held-out row, raw units; higher is better). Rows (train/test): {rows}"), "",
+        "## Mean held-out log-likelihood (nats/row)", "",
+        (f"Plot: `{args.name}.png` (per set and model, median over seeds of the difference to the tuned GMM, "
+         "clipped at +-10 nats)."), "", *grid("mean"), "",
+        f"Winner per set (mean over seeds): {winners}", "", beats_peers(means, sets, "MAF"), "",
+        beats_peers(means, sets, "NSF"), "",
+        "## Tails: worst held-out rows", "",
+        "Minimum per-row held-out log-density (the worst over seeds):", "", *grid("min", np.min), "",
+        "1st percentile of per-row held-out log-density (mean over seeds):", "", *grid("p1", np.mean), "",
+        (f"Mean log-density of the held-out rows with at least one value outside the training range "
+         f"(mean over seeds; count per seed: {outside}):"), "", *grid("mean_outside", np.mean), "",
+        "## Fit time (s, mean over seeds) and what was fitted", "", *grid("fit_s", np.mean), "",
+        *(f"- {n}: " + "; ".join(f"{r['model']} (seed {r['seed']}): {r['info']}"
+                                 for r in records if r["set"] == n) for n in sets)])
 
 
-def plot_report(records, sets, models, path, limit=10.0):
+def plot(records, sets, models, path, limit=10.0):
     """Bars: median over seeds of (held-out log-likelihood - tuned GMM's), clipped to +-limit."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = report.pyplot()
     models = [m for m in models if m != "GMM (CV)"]
     fig, ax = plt.subplots(figsize=(10, 4))
     width = 0.8 / len(models)
@@ -266,7 +119,6 @@ def plot_report(records, sets, models, path, limit=10.0):
             diff = [r["mean"] - ref[r["seed"]] for r in records
                     if r["set"] == name and r["model"] == model and r["seed"] in ref]
             gaps.append(np.median(diff) if diff else np.nan)
-        gaps = np.asarray(gaps)
         ax.bar(x, np.clip(gaps, -limit, limit), width, label=model)
         for xi, g in zip(x, gaps):
             if np.isfinite(g) and abs(g) > limit:
@@ -277,48 +129,32 @@ def plot_report(records, sets, models, path, limit=10.0):
     ax.set_ylabel("held-out log-lik. - tuned GMM\n(nats/row, median over seeds)")
     ax.set_ylim(-limit * 1.1, limit * 1.1)
     ax.legend(ncol=3, fontsize=7, loc="upper left")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    report.save(fig, path, dpi=120)
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sets", nargs="+", default=list(SETS), choices=SETS)
-    parser.add_argument("--models", nargs="*", default=list(DEFAULT_MODELS), choices=list(MODELS))
-    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    parser.add_argument("--variant", nargs="+", default=[], metavar="NAME=JSON",
-                        help='Extra skflow variants, e.g. \'MADE bs64={"estimator": "MADEDensity", "batch_size": 64}\'.')
-    parser.add_argument("--cache", type=Path, default=Path("/tmp/skflow_tabular_density.json"),
-                        help="JSON file of finished runs; reused so an interrupted run can resume.")
-    parser.add_argument("--report-only", action="store_true",
-                        help="Write the report from the cache without fitting what is missing.")
-    parser.add_argument("--out", type=Path, default=RESULTS / "tabular_density.md")
-    args = parser.parse_args(argv)
+    p = runner.parser(__doc__, seeds=(0, 1, 2), sets=data.SETS, cache=True)
+    p.add_argument("--models", nargs="*", default=list(DEFAULT_MODELS), choices=list(MODELS))
+    p.add_argument("--variant", nargs="+", default=[], metavar="NAME=JSON",
+                   help="extra skflow estimators, e.g. "
+                        '\'MADE bs64={"estimator": "MADEDensity", "batch_size": 64}\'')
+    tiny = {"sets": ["breast_cancer"], "models": ["MAF", "NSF", "zuko MAF", "GMM (CV)", "KDE (CV)"]}
+    args = runner.parse(p, argv, __name__, tiny=tiny)
     for spec in args.variant:
         label, params = spec.split("=", 1)
-        MODELS[label] = _variant(json.loads(params))
+        MODELS[label] = variant(json.loads(params))
         args.models.append(label)
-    cache = json.loads(args.cache.read_text()) if args.cache.exists() else []
-    done = {(r["set"], r["seed"], r["model"]) for r in cache}
+    cache = runner.Cache(args.cache, ("set", "seed", "model"), args.report_only)
     for seed in args.seeds:
         for name in args.sets:
             for model in args.models:
-                if (name, seed, model) in done or args.report_only:
-                    continue
-                record = run_one(name, seed, model)
-                print(json.dumps(record), flush=True)
-                cache.append(record)
-                args.cache.write_text(json.dumps(cache, indent=1))
-    records = [r for r in cache if r["set"] in args.sets and r["model"] in args.models and r["seed"] in args.seeds]
-    command = "OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 PYTHONPATH=. python benchmarks/tabular_density.py " + shlex.join(
-        sys.argv[1:] if argv is None else argv)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    write_report(records, args.sets, args.models, args.seeds, command.strip(), args.out)
+                cache.run(partial(run_one, name, seed, model, args), set=name, seed=seed, model=model)
+    records = cache.select(set=args.sets, model=args.models, seed=args.seeds)
+    write_report(records, args, args.out / f"{args.name}.md")
     if "GMM (CV)" in args.models:
-        plot_report(records, args.sets, args.models, args.out.with_suffix(".png"))
-    print(args.out.read_text())
+        plot(records, [s for s in args.sets if any(r["set"] == s for r in records)], args.models,
+             args.out / f"{args.name}.png")
 
 
 if __name__ == "__main__":
-    main()
+    runner.cli(main)

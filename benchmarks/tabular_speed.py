@@ -1,251 +1,164 @@
-"""Fit, score and sample speed of MAFDensity against zuko's MAF + a hand loop.
+"""Fit, score and sample speed of MAFDensity against zuko's MAF + a hand-written loop.
 
-Equal architecture (skflow's defaults: 5 transforms, hidden (128, 128)),
-equal epochs (fixed: ``validation_fraction=0``, no early stopping), batch
-size, learning rate and optimizer. The contenders run alternately
-(A, B, C, A, B, C, ...) so that load from other processes hits them alike;
-medians and ratios are reported. A third contender, skflow's own flow module
-trained by the same hand-written loop as zuko, splits skflow's overhead into
-the training loop (skorch) and the module.
+Equal architecture (skflow's defaults, 5 transforms, hidden (128, 128), with zuko's standard-normal
+base), equal epochs (no validation split, no early stopping), batch size, learning rate and
+optimizer. The contenders run alternately (A, B, C, A, B, C, ...) so that load from other processes
+hits them alike; medians and ratios are reported. A fourth contender, skflow's own flow module
+trained by the peers' hand loop, splits skflow's overhead into the training loop (skorch) and the
+module. ``--profile`` adds a cProfile breakdown of one MAFDensity fit.
 
-Run (from the repository root)::
-
-    OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 PYTHONPATH=. python benchmarks/tabular_speed.py
+    OMP_NUM_THREADS=1 python -m benchmarks.tabular_speed --epochs 3 --repeats 5 --score-rows 100000 \\
+        --sample-rows 10000
 """
 
 import argparse
-import shlex
-import sys
-import time
-from pathlib import Path
+import copy
 
 import numpy as np
 import torch
 
-from _tabular_data import ZukoMAF, split_set
-from skflow.tabular import MAFDensity
+from benchmarks.harness import data, peers, report, runner
+from skflow import MAFDensity
 
-RESULTS = Path(__file__).resolve().parent / "results"
+SK, COMPILED, ZUKO, HAND = ("skflow MAFDensity", "skflow MAFDensity, compile=True", "zuko MAF + loop",
+                            "skflow module + loop")
+#: skflow's MAF modules (``net_.module_`` of a one-epoch MAFDensity fit), one per shape.
+MODULES = {}
 
 
-class SkflowModuleByHand(ZukoMAF):
-    """skflow's MAF module (as MAFDensity builds it) in ZukoMAF's hand loop."""
+class ModuleByHand(peers.ZukoFlow):
+    """skflow's MAF module trained by the peers' hand loop on standardised rows."""
 
     def fit(self, X):
+        key = (X.shape[1], self.n_transforms, tuple(self.hidden_features))
+        if key not in MODULES:
+            MODULES[key] = MAFDensity(n_transforms=self.n_transforms, hidden_features=self.hidden_features,
+                                      base="normal", max_epochs=1, validation_fraction=0.0, device="cpu",
+                                      random_state=0).fit(X[:64]).net_.module_
         torch.manual_seed(self.random_state)
-        self.mean_, self.scale_ = X.mean(axis=0), X.std(axis=0)
-        Z = torch.as_tensor((X - self.mean_) / self.scale_, dtype=torch.float32)
-        estimator = MAFDensity(
-            n_transforms=self.n_transforms, hidden_features=self.hidden_features, base="normal"
-        )
-        self.module_ = estimator._build_flow(X.shape[1], 0)
-        optimizer = torch.optim.AdamW(self.module_.parameters(), lr=self.lr, weight_decay=self.weight_decay)
-        self.module_.train()
-        for _ in range(self.max_epochs):
-            for batch in Z[torch.randperm(len(Z))].split(self.batch_size):
-                loss = -self.module_.log_prob(batch).mean()
-                optimizer.zero_grad()
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_(self.module_.parameters(), 10.0)
-                optimizer.step()
+        module = copy.deepcopy(MODULES[key])
+        Z = torch.as_tensor((X - X.mean(axis=0)) / X.std(axis=0), dtype=torch.float32)
+
+        def epoch():
+            return (-module.log_prob(b).mean() for b in Z[torch.randperm(len(Z))].split(self.batch_size))
+
+        self.n_iter_ = peers.hand_loop(module, epoch, max_epochs=self.max_epochs, lr=self.lr,
+                                       weight_decay=self.weight_decay)
         return self
 
 
-def _contenders(args):
-    common = dict(
-        n_transforms=5,
-        hidden_features=(128, 128),
-        batch_size=args.batch_size,
-        lr=1e-3,
-        weight_decay=1e-5,
-        validation_fraction=0.0,
-    )
-    # zuko's MAF has a standard-normal base: skflow's MAF gets the same (its default is a MADE mixture)
-    skflow = dict(common, base="normal", device="cpu")
-    return {
-        "skflow MAFDensity": lambda seed, epochs: MAFDensity(**skflow, max_epochs=epochs, random_state=seed),
-        "skflow MAFDensity, compile=True": lambda seed, epochs: MAFDensity(
-            **skflow, compile=True, max_epochs=epochs, random_state=seed
-        ),
-        "zuko MAF + loop": lambda seed, epochs: ZukoMAF(**common, max_epochs=epochs, random_state=seed),
-        "skflow module + loop": lambda seed, epochs: SkflowModuleByHand(
-            **common, max_epochs=epochs, random_state=seed
-        ),
-    }
-
-
-def _cumulative(stats, file_part, name):
-    """Summed cumulative time of functions ``name`` in files containing ``file_part``."""
-    return sum(v[3] for (file, _, func), v in stats.items() if file_part in file and func == name)
+def contenders(batch_size):
+    common = {"n_transforms": 5, "hidden_features": (128, 128), "batch_size": batch_size, "lr": 1e-3,
+              "weight_decay": 1e-5, "validation_fraction": 0.0}
+    skflow = {**common, "base": "normal", "device": "cpu"}
+    return {SK: lambda seed, epochs: MAFDensity(**skflow, max_epochs=epochs, random_state=seed),
+            COMPILED: lambda seed, epochs: MAFDensity(**skflow, compile=True, max_epochs=epochs,
+                                                      random_state=seed),
+            ZUKO: lambda seed, epochs: peers.ZukoFlow(**common, max_epochs=epochs, random_state=seed),
+            HAND: lambda seed, epochs: ModuleByHand(**common, max_epochs=epochs, random_state=seed)}
 
 
 def profile_fit(X, epochs, batch_size):
-    """cProfile one MAFDensity fit; seconds per part of the training step."""
+    """cProfile one MAFDensity fit: seconds per part of the training step (functions found by name)."""
     import cProfile
     import pstats
 
-    model = MAFDensity(
-        max_epochs=epochs,
-        batch_size=batch_size,
-        validation_fraction=0.0,
-        device="cpu",
-        base="normal",
-        random_state=0,
-    )
+    model = MAFDensity(max_epochs=epochs, batch_size=batch_size, validation_fraction=0.0, device="cpu",
+                       base="normal", random_state=0)
     profiler = cProfile.Profile()
-    profiler.enable()
-    model.fit(X)
-    profiler.disable()
+    profiler.runcall(model.fit, X)
     stats = pstats.Stats(profiler).stats
-    total = _cumulative(stats, "skflow/base.py", "fit")
-    closure = _cumulative(stats, "skorch/net.py", "step_fn")
-    parts = {
-        "forward (flow log_prob, loss)": _cumulative(stats, "skflow/training/net.py", "infer"),
-        "backward": _cumulative(stats, "torch/_tensor.py", "backward"),
-        "AdamW step (without the closure)": _cumulative(stats, "torch/optim/adam.py", "step") - closure,
-        "callbacks: DivergenceGuard.on_grad_computed (clipping + finiteness check)": _cumulative(
-            stats, "skflow/training/callbacks.py", "on_grad_computed"
-        ),
-        "callbacks: DivergenceGuard.on_batch_end (loss check)": _cumulative(
-            stats, "skflow/training/callbacks.py", "on_batch_end"
-        ),
-        "callbacks: all notify() calls": _cumulative(stats, "skorch/net.py", "notify"),
-        "zero_grad": _cumulative(stats, "skorch/net.py", "_zero_grad_optimizer"),
-        "history.record_batch": _cumulative(stats, "skorch/history.py", "record_batch"),
-        "batch iterator": _cumulative(stats, "skflow/training/net.py", "__iter__"),
+
+    def seconds(part, name):
+        return sum(v[3] for (file, _, func), v in stats.items() if part in file and func == name)
+
+    total = max(v[3] for (file, _, func), v in stats.items() if "/skflow/" in file and func == "fit")
+    return total, {
+        "forward (flow log_prob, loss)": seconds("/skflow/", "infer"),
+        "backward": seconds("torch/_tensor.py", "backward"),
+        "AdamW step (without the closure)": seconds("torch/optim/adam", "step")
+        - seconds("skorch/", "step_fn"),
+        "callbacks: DivergenceGuard.on_grad_computed (clipping + finiteness check)": seconds(
+            "/skflow/", "on_grad_computed"),
+        "callbacks: DivergenceGuard.on_batch_end (loss check)": seconds("/skflow/", "on_batch_end"),
+        "callbacks: all notify() calls": seconds("skorch/net.py", "notify"),
+        "zero_grad": seconds("skorch/net.py", "_zero_grad_optimizer"),
+        "history.record_batch": seconds("skorch/history.py", "record_batch"),
+        "batch iterator": seconds("/skflow/", "__iter__"),
     }
-    return total, parts
 
 
-def _timed(fn):
-    start = time.perf_counter()
-    out = fn()
-    return time.perf_counter() - start, out
+def timed(fn, *args, **kwargs):
+    with runner.Timer() as timer:
+        out = fn(*args, **kwargs)
+    return timer.wall, out
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--set", default="magic")
-    parser.add_argument("--epochs", type=int, default=10)
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--score-rows", type=int, default=200_000)
-    parser.add_argument("--sample-rows", type=int, default=20_000)
-    parser.add_argument(
-        "--profile",
-        action=argparse.BooleanOptionalAction,
-        default=True,
-        help="Add a cProfile breakdown of one MAFDensity fit.",
-    )
-    parser.add_argument("--out", type=Path, default=RESULTS / "tabular_speed.md")
-    args = parser.parse_args(argv)
-
-    X_train, X_test = split_set(args.set, 0)
+    p = runner.parser(__doc__)
+    p.add_argument("--set", default="magic", choices=data.SETS)
+    p.add_argument("--epochs", type=int, default=10)
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--score-rows", type=int, default=200_000)
+    p.add_argument("--sample-rows", type=int, default=20_000)
+    p.add_argument("--profile", action=argparse.BooleanOptionalAction, default=True)
+    p.add_argument("--contenders", nargs="+", default=[SK, COMPILED, ZUKO, HAND],
+                   choices=[SK, COMPILED, ZUKO, HAND])
+    tiny = {"set": "breast_cancer", "epochs": 1, "repeats": 1, "score_rows": 500, "sample_rows": 200,
+            "contenders": [SK, ZUKO, HAND]}
+    args = runner.parse(p, argv, __name__, tiny=tiny)
+    X_train, X_test = data.split_set(args.set, 0, args.max_rows)
     X_score = np.resize(X_test, (args.score_rows, X_test.shape[1]))
-    contenders = _contenders(args)
-    warm_up = {}
-    for name, make in contenders.items():  # untimed warm-up: first-call costs and torch.compile's compilation
-        warm_up[name] = _timed(lambda: make(0, 1).fit(X_train))[0]
-    fit_times = {k: [] for k in contenders}
-    fitted = {}
+    makers = {name: make for name, make in contenders(args.batch_size).items() if name in args.contenders}
+    # an untimed warm-up fit of one epoch: first-call costs and torch.compile's compilation
+    warm_up = {name: timed(lambda make: make(0, 1).fit(X_train), make)[0] for name, make in makers.items()}
+    fit_times, fitted = {name: [] for name in makers}, {}
     for repeat in range(args.repeats):
-        for name, make in contenders.items():
-            seconds, model = _timed(lambda: make(repeat, args.epochs).fit(X_train))
+        for name, make in makers.items():
+            seconds, fitted[name] = timed(make(repeat, args.epochs).fit, X_train)
             fit_times[name].append(seconds)
-            fitted[name] = model
             print(f"fit {name} repeat {repeat}: {seconds:.2f} s", flush=True)
-
-    scorers = {"skflow MAFDensity": fitted["skflow MAFDensity"], "zuko MAF + loop": fitted["zuko MAF + loop"]}
-    score_times = {k: [] for k in scorers}
-    sample_times = {k: [] for k in scorers}
+    score_times, sample_times = {SK: [], ZUKO: []}, {SK: [], ZUKO: []}
     for repeat in range(args.repeats):
-        for name, model in scorers.items():
-            score_times[name].append(_timed(lambda: model.score_samples(X_score))[0])
-            sample_times[name].append(_timed(lambda: model.sample(args.sample_rows, random_state=repeat))[0])
-
-    fit_med = {k: float(np.median(v)) for k, v in fit_times.items()}
-    score_med = {k: float(np.median(v)) for k, v in score_times.items()}
-    sample_med = {k: float(np.median(v)) for k, v in sample_times.items()}
-    sk, zk, hand = "skflow MAFDensity", "zuko MAF + loop", "skflow module + loop"
-    compiled = "skflow MAFDensity, compile=True"
-    n_train = len(X_train)
-    command = (
-        "OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 PYTHONPATH=. python benchmarks/tabular_speed.py "
-        + shlex.join(sys.argv[1:] if argv is None else argv)
-    )
+        for name, times in score_times.items():
+            times.append(timed(fitted[name].score_samples, X_score)[0])
+            sample_times[name].append(timed(fitted[name].sample, args.sample_rows, random_state=repeat)[0])
+    fit, score, sample = ({k: float(np.median(v)) for k, v in times.items()}
+                          for times in (fit_times, score_times, sample_times))
     lines = [
-        "# Tabular speed: skflow MAFDensity vs zuko MAF + hand-written loop",
-        "",
-        "Command (repository root):",
-        "",
-        f"    {command.strip()}",
-        "",
-        f"Data: {args.set}, training split of seed 0 ({n_train} x {X_train.shape[1]}). Architecture of the "
-        "default MAFDensity for all (5 MADE affine layers, hidden (128, 128)) with zuko's standard-normal base "
-        '(`base="normal"`; MAFDensity\'s default base is a MADE mixture, which the runs before 2026-11-30 '
-        "left in, so those ratios compared a larger skflow model); "
-        f"{args.epochs} epochs, no validation split or early stopping, batch {args.batch_size}, AdamW lr 1e-3, "
-        "weight decay 1e-5, gradient norm clipped to 10. CPU, torch "
-        f"{torch.__version__}, OMP_NUM_THREADS=1 (the machine has 2 cores shared with other jobs). "
-        f"Contenders alternated in one process, {args.repeats} repeats; medians (min-max).",
-        "",
-        "## Fit",
-        "",
-        "| contender | median fit (s) | min-max (s) | per epoch (ms) | ratio to zuko | warm-up fit (s) |",
-        "|---|---|---|---|---|---|",
-    ]
-    for name in contenders:
-        v = fit_times[name]
-        lines.append(
-            f"| {name} | {fit_med[name]:.2f} | {min(v):.2f}-{max(v):.2f} | "
-            f"{1000 * fit_med[name] / args.epochs:.0f} | {fit_med[name] / fit_med[zk]:.3f} | "
-            f"{warm_up[name]:.1f} |"
-        )
-    lines += [
-        "",
-        "The warm-up fit (one epoch on the training rows, untimed in the medians) carries first-call costs and, for "
-        "`compile=True`, torch.compile's compilation; later fits in the process reuse the compiled code.",
-        "",
-        f"Fit-time ratio skflow / zuko: **{fit_med[sk] / fit_med[zk]:.3f}** eager, "
-        f"**{fit_med[compiled] / fit_med[zk]:.3f}** with `compile=True` (target <= 0.8). "
-        f"skorch loop overhead (MAFDensity / same module by hand): {fit_med[sk] / fit_med[hand]:.3f}; "
-        f"module cost (skflow module / zuko module, same loop): {fit_med[hand] / fit_med[zk]:.3f}.",
-        "",
-        "## Score and sample",
-        "",
-        "| contender | score_samples of {0} rows (s) | rows/s | sample {1} rows (s) | rows/s |".format(
-            args.score_rows, args.sample_rows
-        ),
-        "|---|---|---|---|---|",
-    ]
-    for name in scorers:
-        lines.append(
-            f"| {name} | {score_med[name]:.3f} | {args.score_rows / score_med[name]:,.0f} | "
-            f"{sample_med[name]:.3f} | {args.sample_rows / sample_med[name]:,.0f} |"
-        )
-    lines += [
-        "",
-        f"Time ratios skflow / zuko: score {score_med[sk] / score_med[zk]:.3f}, "
-        f"sample {sample_med[sk] / sample_med[zk]:.3f} (below 1: skflow faster).",
-        "",
-    ]
+        *report.header("Tabular speed: skflow MAFDensity vs zuko MAF + hand-written loop", args.command,
+                       __doc__),
+        (f"Data: {args.set}, training split of seed 0 ({len(X_train)} x {X_train.shape[1]}); {args.epochs} "
+         f"epochs, batch {args.batch_size}, AdamW lr 1e-3, weight decay 1e-5, gradient norm clipped to 10. "
+         f"CPU, torch {torch.__version__}; {args.repeats} repeats, medians (min-max)."), "", "## Fit", "",
+        *report.table(["contender", "median fit (s)", "min-max (s)", "per epoch (ms)", "ratio to zuko",
+                       "warm-up fit (s)"],
+                      [[name, f"{fit[name]:.2f}", f"{min(v):.2f}-{max(v):.2f}",
+                        f"{1000 * fit[name] / args.epochs:.0f}", f"{fit[name] / fit[ZUKO]:.3f}",
+                        f"{warm_up[name]:.1f}"] for name, v in fit_times.items()]), "",
+        "The warm-up fit (one epoch, untimed) carries first-call costs and torch.compile's compilation.", "",
+        (f"Fit-time ratio skflow / zuko: **{fit[SK] / fit[ZUKO]:.3f}** eager, "
+         f"**{fit.get(COMPILED, np.nan) / fit[ZUKO]:.3f}** with `compile=True` (target <= 0.8). skorch loop "
+         f"overhead (MAFDensity / same module by hand): {fit[SK] / fit.get(HAND, np.nan):.3f}; module cost "
+         f"(skflow module / zuko module, same loop): {fit.get(HAND, np.nan) / fit[ZUKO]:.3f}."), "",
+        "## Score and sample", "",
+        *report.table(["contender", f"score_samples of {args.score_rows} rows (s)", "rows/s",
+                       f"sample {args.sample_rows} rows (s)", "rows/s"],
+                      [[name, f"{score[name]:.3f}", f"{args.score_rows / score[name]:,.0f}",
+                        f"{sample[name]:.3f}", f"{args.sample_rows / sample[name]:,.0f}"]
+                       for name in score]), "",
+        (f"Time ratios skflow / zuko: score {score[SK] / score[ZUKO]:.3f}, sample "
+         f"{sample[SK] / sample[ZUKO]:.3f} (below 1: skflow faster).")]
     if args.profile:
         total, parts = profile_fit(X_train, args.epochs, args.batch_size)
-        lines += [
-            "## Where MAFDensity's fit time goes (cProfile, one extra fit)",
-            "",
-            f"Total under the profiler: {total:.2f} s (profiling inflates Python-heavy parts). "
-            "The notify() row contains the callback rows above it.",
-            "",
-            "| part | s | share |",
-            "|---|---|---|",
-            *[f"| {k} | {v:.2f} | {100 * v / total:.1f} % |" for k, v in parts.items()],
-            "",
-        ]
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text("\n".join(lines) + "\n")
-    print(args.out.read_text())
+        lines += ["", "## Where MAFDensity's fit time goes (cProfile, one extra fit)", "",
+                  (f"Total under the profiler: {total:.2f} s (profiling inflates Python-heavy parts). The "
+                   "notify() row contains the callback rows above it."), "",
+                  *report.table(["part", "s", "share"],
+                                [[k, f"{v:.2f}", f"{100 * v / total:.1f} %"] for k, v in parts.items()])]
+    report.write(args.out / f"{args.name}.md", lines)
 
 
 if __name__ == "__main__":
-    main()
+    runner.cli(main)

@@ -18,7 +18,8 @@ def test_gpu_benchmark_runs_with_a_tiny_budget_on_the_cpu(tmp_path):
     out = tmp_path / "gpu.md"
     command = [
         sys.executable,
-        str(ROOT / "benchmarks" / "gpu.py"),
+        "-m",
+        "benchmarks.gpu",
         "--tiny",
         "--device",
         "cpu",

@@ -1,0 +1,1 @@
+"""skflow's benchmarks: thin scripts over one harness; run each as ``python -m benchmarks.<name>``."""
