@@ -75,3 +75,47 @@ def test_equal_weights_are_the_plain_fit_and_bad_weights_are_refused():
         MAFDensity(**SMALL).fit(X, sample_weight=np.zeros(len(X)))
     with pytest.raises(ValueError):
         MAFDensity(**SMALL).fit(X, sample_weight=np.ones(len(X) - 1))
+
+
+def test_sample_return_y_gives_the_classes_drawn():
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, size=300)
+    X = (4 * y - 2)[:, None] + 0.3 * rng.normal(size=(300, 1))
+    model = MAFDensity(n_transforms=2, hidden_features=(16,), max_epochs=100, random_state=0).fit(X, y)
+    draws, labels = model.sample(400, random_state=0, return_y=True)
+    assert draws.shape == (400, 1) and set(labels) == {0, 1}
+    assert np.mean(np.sign(draws[:, 0]) == 2 * labels - 1) > 0.97  # each draw from its class's mode
+    again = model.sample(400, random_state=0)
+    np.testing.assert_array_equal(again, draws)  # return_y changes nothing in the draws
+    mixture = FlowMixture(
+        MAFDensity(n_transforms=1, hidden_features=(8,), max_epochs=10), n_estimators=2, random_state=0
+    ).fit(X, y)
+    draws, labels = mixture.sample(200, random_state=1, return_y=True, y=1)
+    assert np.all(labels == 1) and draws.shape == (200, 1)
+    with pytest.raises(ValueError, match="class labels"):
+        MAFDensity(**SMALL).fit(X).sample(3, return_y=True)
+
+
+def test_verbose_prints_plain_progress_and_silent_by_default(capsys):
+    X = _rows()
+    MAFDensity(**SMALL).fit(X)
+    assert capsys.readouterr().out == ""
+    MAFDensity(**{**SMALL, "verbose": 1}).fit(X)
+    out = capsys.readouterr().out
+    assert "train_loss" in out and "\x1b[" not in out  # the epoch table, without colour codes
+
+
+def test_warm_start_continues_from_the_fitted_weights():
+    X = _rows(300)
+    model = MAFDensity(n_transforms=2, hidden_features=(16,), max_epochs=40, random_state=0).fit(X)
+    fitted = model.score(X)
+    scaler = model.standardizer_
+    model.set_params(warm_start=True, max_epochs=1, lr=1e-9).fit(X[:200])  # one step of nothing
+    assert model.score(X) == pytest.approx(fitted, abs=1e-4)
+    assert model.standardizer_ is scaler  # the fitted scaling is kept
+    cold = MAFDensity(n_transforms=2, hidden_features=(16,), max_epochs=1, lr=1e-9, random_state=0).fit(X)
+    assert cold.score(X) < fitted - 0.5  # from scratch, the same step leaves an untrained flow
+    with pytest.raises(ValueError, match="features"):
+        model.fit(X[:, :2])
+    with pytest.raises(ValueError, match="warm_start"):
+        model.fit(X, np.zeros(len(X)))

@@ -18,6 +18,7 @@ sampling itself.
 
 import copy
 import dataclasses
+import re
 from numbers import Integral, Real
 
 import numpy as np
@@ -108,6 +109,11 @@ TRAINING_DOC = """
     random_state : int, RandomState instance or None, default=None
         Seeds weight initialisation, the validation split, shuffling and
         every training noise. A fixed value gives identical results on the CPU.
+    warm_start : bool, default=False
+        When fitted already, ``fit`` continues from the fitted weights (a new
+        optimizer, a fresh epoch budget and early stopping) on the X it is
+        given, keeping the fitted scaling, classes and context encoding, which
+        X, y and the context must match.
     verbose : int, default=0
         Print the training and validation loss per epoch when > 0."""
 
@@ -233,6 +239,14 @@ def _is_conditional(estimator):
     return getattr(estimator, "classes_", None) is not None
 
 
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def plain_print(text):
+    """Print skorch's per-epoch table without its colour codes (which end up in log files)."""
+    print(_ANSI.sub("", text), flush=True)
+
+
 def _named_callbacks(callbacks):
     """The user's callbacks as unique ``(name, callback)`` pairs."""
     named = []
@@ -282,6 +296,7 @@ class FlowDensity(DensityMixin, BaseEstimator):
         "accelerator": [None, HasMethods(["prepare", "backward"])],
         "random_state": ["random_state"],
         "verbose": ["verbose"],
+        "warm_start": ["boolean"],
     }
 
     max_epochs: object = "auto"
@@ -298,6 +313,7 @@ class FlowDensity(DensityMixin, BaseEstimator):
     accelerator: object = None
     random_state: object = None
     verbose: int = 0
+    warm_start: bool = False
 
     # ---------------------------------------------------------------- hooks
     def _build_flow(self, n_features, context_features):
@@ -483,6 +499,9 @@ class FlowDensity(DensityMixin, BaseEstimator):
             iterator_valid__dequantization_noise=dequantized,
             iterator_valid__seed=seed + 1,
             verbose=int(self.verbose),
+            callbacks__print_log__keys_ignored=["valid_loss_members"],
+            # skorch calls a sink of its own regardless of verbose: only set it when printing
+            **({"callbacks__print_log__sink": plain_print} if self.verbose else {}),
             **options,
         )
 
@@ -517,14 +536,18 @@ class FlowDensity(DensityMixin, BaseEstimator):
         self : object
             The fitted estimator.
         """
-        Z, context, weight = self._prepare(X, y, context, sample_weight)
+        warm = self.warm_start and hasattr(self, "net_")
+        Z, context, weight = self._prepare(X, y, context, sample_weight, reset=not warm)
         init_seed, loop_seed, train, valid = self._member_plan(self.random_state, len(Z))
         device = self._training_device()
         self.training_settings_ = self._settings(len(train))
         rows = lambda index: (Z[index], _take(context, index), _take(weight, index))
         valid_set = TensorDataset(*rows(valid), device=device) if len(valid) else None
         with torch.random.fork_rng(devices=[]):
-            module = self._new_module(init_seed, Z[train], context)
+            if warm:  # continue from the fitted weights
+                module = copy.deepcopy(self.net_.module_).train()
+            else:
+                module = self._new_module(init_seed, Z[train], context)
             net = self._make_net(module, device, valid_set, loop_seed)
             net.fit(TensorDataset(*rows(train), device=device), None)
         self.net_ = net
@@ -534,15 +557,33 @@ class FlowDensity(DensityMixin, BaseEstimator):
         self._scoring_module()  # build the scoring copy now: predicting must not change the estimator
         return self
 
-    def _prepare(self, X, y, context, sample_weight):
-        """Validate X, labels, context and weights, fit the scaler: ``(Z, model context, weights or None)``."""
+    def _prepare(self, X, y, context, sample_weight, reset=True):
+        """Validate X, labels, context and weights, fit the scaler: ``(Z, model context, weights or None)``.
+
+        ``reset=False`` (a warm start) checks them against the fitted scaling, classes and context.
+        """
         self._check_params()
-        X = self._validate(X, reset=True)
-        labels = self._encode_labels(y, len(X))
-        context = self._model_context(labels, self._scaled_context(context, len(X), reset=True))
+        X = self._validate(X, reset=reset)
+        if reset:
+            labels = self._encode_labels(y, len(X))
+        else:
+            labels = self._fitted_labels(y, len(X))
+        context = self._model_context(labels, self._scaled_context(context, len(X), reset=reset))
         weight = _check_weights(sample_weight, X)
-        self.standardizer_ = self._make_scaler().fit(X, sample_weight=weight)
+        if reset:
+            self.standardizer_ = self._make_scaler().fit(X, sample_weight=weight)
         return self.standardizer_.transform(X), context, weight
+
+    def _fitted_labels(self, y, n_samples):
+        """One-hot labels of ``y`` among the fitted ``classes_`` (a warm start); None for a model without."""
+        if (y is None) != (self.classes_ is None):
+            raise ValueError("warm_start: pass class labels exactly when the model was fitted with them.")
+        if y is None:
+            return None
+        y = column_or_1d(y, warn=True)
+        if len(y) != n_samples:
+            raise ValueError(f"X has {n_samples} samples but y has {len(y)}.")
+        return _one_hot(self._pick_labels(n_samples, y, None), len(self.classes_))
 
     def _member_plan(self, random_state, n_rows):
         """``(init_seed, loop_seed, train rows, validation rows)`` of one fit seeded by ``random_state``."""
@@ -762,7 +803,7 @@ class FlowDensity(DensityMixin, BaseEstimator):
         return self.classes_[np.argmax(self._joint_log_likelihood(X, context), axis=1)]
 
     # ------------------------------------------------------------- sampling
-    def sample(self, n_samples=1, random_state=None, *, y=None, context=None):
+    def sample(self, n_samples=1, random_state=None, *, y=None, context=None, return_y=False):
         """Draw samples from the fitted density.
 
         Parameters
@@ -777,6 +818,9 @@ class FlowDensity(DensityMixin, BaseEstimator):
         context : array-like of shape (n_samples, n_context_features) or (n_context_features,)
             The context of each draw (one row is used for every draw), for a
             model fitted with one (then required).
+        return_y : bool, default=False
+            Also return each sample's class label (models fitted with labels
+            only), as :meth:`sklearn.mixture.GaussianMixture.sample` does.
 
         Returns
         -------
@@ -784,21 +828,26 @@ class FlowDensity(DensityMixin, BaseEstimator):
             Samples in the layout and units of the training data; a DataFrame
             with the training columns when fitted on one. Integer-valued
             columns (and ``n_bins`` pixels) come back as integers.
+        y : ndarray of shape (n_samples,)
+            The class of each sample; only with ``return_y=True``.
         """
-        return self._sample(n_samples, random_state, y, context)
+        return self._sample(n_samples, random_state, y, context, return_y=return_y)
 
-    def _sample(self, n_samples, random_state, y, context=None, **options):
+    def _sample(self, n_samples, random_state, y, context=None, return_y=False, **options):
         check_is_fitted(self)
+        if return_y and self.classes_ is None:
+            raise ValueError("return_y=True needs a model fitted with class labels (fit(X, y)).")
         if not (isinstance(n_samples, Integral) and n_samples >= 1):
             raise ValueError(f"n_samples must be a positive integer, got {n_samples!r}.")
         if context is not None and np.ndim(context) == 1 and self.n_context_features_:
             context = np.broadcast_to(np.asarray(context, dtype=np.float64), (n_samples, len(context)))
         context = self._scaled_context(context, n_samples, reset=False)
         rng = check_random_state(random_state)
-        labels = self._pick_labels(n_samples, y, rng)
-        labels = None if labels is None else _one_hot(labels, len(self.classes_))
+        picked = self._pick_labels(n_samples, y, rng)
+        labels = None if picked is None else _one_hot(picked, len(self.classes_))
         model_context = self._model_context(labels, context)
-        return self._restore(self._conditional_sample(n_samples, model_context, rng, **options))
+        X = self._restore(self._conditional_sample(n_samples, model_context, rng, **options))
+        return (X, self.classes_[picked]) if return_y else X
 
     def _conditional_sample(self, n_samples, context, rng, **options):
         """``n_samples`` rows in the user's units (not yet in the training layout), row i given ``context[i]``."""

@@ -12,7 +12,7 @@ from numbers import Integral
 
 import numpy as np
 import pandas as pd
-from sklearn.base import BaseEstimator, DensityMixin, _fit_context
+from sklearn.base import BaseEstimator, DensityMixin, _fit_context, clone
 from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval
 from sklearn.utils.validation import check_is_fitted
@@ -48,6 +48,9 @@ class FlowMixture(DensityMixin, BaseEstimator):
     random_state : int, RandomState instance or None, default=None
         Seeds the copies: each gets its own ``random_state`` drawn from this
         one, overriding the estimator's. Fix it for reproducible results.
+    verbose : int, default=0
+        Passed to the copies: > 0 prints each epoch's losses (for stacked
+        copies, their sum, once per epoch).
     n_jobs : int, default=None
         None: the copies train as one stacked module when the density allows
         it, else one at a time. An integer fits them in parallel by joblib
@@ -93,12 +96,14 @@ class FlowMixture(DensityMixin, BaseEstimator):
         "n_estimators": [Interval(Integral, 1, None, closed="left")],
         "random_state": ["random_state"],
         "n_jobs": [Integral, None],
+        "verbose": ["verbose"],
     }
 
     estimator: object = field(default=None, kw_only=False)
     n_estimators: int = 5
     random_state: object = None
     n_jobs: object = None
+    verbose: int = 0
 
     @_fit_context(prefer_skip_nested_validation=False)
     def fit(self, X, y=None, sample_weight=None):
@@ -122,6 +127,8 @@ class FlowMixture(DensityMixin, BaseEstimator):
             The fitted mixture.
         """
         estimator = MAFDensity() if self.estimator is None else self.estimator
+        if self.verbose:
+            estimator = clone(estimator).set_params(verbose=self.verbose)
         seeds = member_seeds(self.n_estimators, self.random_state)
         self.estimators_ = fit_members(
             estimator, seeds, X, y, sample_weight=sample_weight, n_jobs=self.n_jobs
@@ -161,7 +168,7 @@ class FlowMixture(DensityMixin, BaseEstimator):
         """
         return float(np.mean(self.score_samples(X)))
 
-    def sample(self, n_samples=1, random_state=None, *, y=None):
+    def sample(self, n_samples=1, random_state=None, *, y=None, return_y=False):
         """Draw rows: each from a copy picked uniformly at random.
 
         Parameters
@@ -172,12 +179,16 @@ class FlowMixture(DensityMixin, BaseEstimator):
         y : label or array-like of shape (n_samples,), default=None
             Classes to sample, for copies fitted with labels (see
             :meth:`skflow.FlowDensity.sample`).
+        return_y : bool, default=False
+            Also return each sample's class (copies fitted with labels).
 
         Returns
         -------
         X : ndarray or DataFrame of shape (n_samples, n_features)
             As the copies return them (a DataFrame with the training columns
             and dtypes when fitted on one).
+        y : ndarray of shape (n_samples,)
+            The class of each sample; only with ``return_y=True``.
         """
         check_is_fitted(self)
         if not (isinstance(n_samples, Integral) and n_samples >= 1):
@@ -189,9 +200,13 @@ class FlowMixture(DensityMixin, BaseEstimator):
 
         def draw(density, rows):
             options = {} if y is None else {"y": y if labels is None else labels[rows]}
-            return density.sample(rows.size, random_state=rng, **options)
+            return density.sample(rows.size, random_state=rng, return_y=return_y, **options)
 
         parts, order = sample_members(self.estimators_, n_samples, rng, draw)
+        if return_y:
+            parts, classes = zip(*parts)
         if isinstance(parts[0], pd.DataFrame):  # back to the drawn order, so copies interleave
-            return pd.concat(parts, ignore_index=True).iloc[order].reset_index(drop=True)
-        return np.concatenate(parts)[order]
+            X = pd.concat(parts, ignore_index=True).iloc[order].reset_index(drop=True)
+        else:
+            X = np.concatenate(parts)[order]
+        return (X, np.concatenate(classes)[order]) if return_y else X

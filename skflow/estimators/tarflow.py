@@ -242,7 +242,17 @@ class TarFlowDensity(FlowDensity):
         return module.quantize(x)
 
     # ------------------------------------------------------------- sampling
-    def sample(self, n_samples=1, random_state=None, *, y=None, guidance=0.0, denoise="auto"):
+    def sample(
+        self,
+        n_samples=1,
+        random_state=None,
+        *,
+        y=None,
+        context=None,
+        return_y=False,
+        guidance=0.0,
+        denoise="auto",
+    ):
         """Draw samples, optionally of given classes with classifier-free guidance.
 
         Parameters
@@ -254,6 +264,10 @@ class TarFlowDensity(FlowDensity):
         y : label or array-like of shape (n_samples,), default=None
             Classes to sample (conditional models only). None draws the
             classes from ``class_prior_``, i.e. samples the marginal.
+        context : array-like of shape (n_samples, n_context_features), default=None
+            For a model fitted with a context (see :meth:`FlowDensity.sample`).
+        return_y : bool, default=False
+            Also return each sample's class (see :meth:`FlowDensity.sample`).
         guidance : float, default=0.0
             Guidance weight ``w``: every block's shifts and log-scales become
             ``a + w * (a - a_null)``. 0 samples ``p(x | y)``.
@@ -272,4 +286,5 @@ class TarFlowDensity(FlowDensity):
             raise ValueError("guidance needs a model fitted with class labels.")
         if denoise == "auto":
             denoise = self.noise_std > 0
-        return self._sample(n_samples, random_state, y, guidance=float(guidance), denoise=bool(denoise))
+        options = {"guidance": float(guidance), "denoise": bool(denoise)}
+        return self._sample(n_samples, random_state, y, context, return_y=return_y, **options)
