@@ -6,6 +6,7 @@ one-dimensional map they apply (affine or rational-quadratic spline) and the
 direction (IAF is MAF inverted).
 """
 
+import re
 from numbers import Integral, Real
 
 import torch
@@ -90,13 +91,19 @@ _STACKED_DOC = """
         Insert a batch-norm bijection between layers.
     base : {"normal", "diagonal", "mixture", "made_mixture"}, default="normal"
         Base density (see :class:`MAFDensity`).
+{components}"""
+_COMPONENTS_DOC = """
     n_components : int, default=10
         Components of the mixture bases.{common}"""
 
 
 def _doc(cls):
     cls.__doc__ = (
-        cls.__doc__.replace("\n{stacked}", _STACKED_DOC)
+        re.sub(
+            r"\n *\{components\}",
+            lambda _: _COMPONENTS_DOC,
+            re.sub(r"\n *\{stacked\}", lambda _: _STACKED_DOC, cls.__doc__),
+        )
         .replace(
             "{common}",
             _DATA_DOC
@@ -233,54 +240,53 @@ class _StackedFlowDensity(_TabularDensity):
 class MAFDensity(_StackedFlowDensity):
     """Masked autoregressive flow density (Papamakarios et al. 2017).
 
-    A stack of ``n_transforms`` MADE-parametrised affine autoregressive
-    layers, ``z_i = (x_i - mu_i(x_<i)) exp(-alpha_i(x_<i))``, reversing the
-    feature order between layers. Scoring takes one pass; sampling takes
-    ``n_features`` passes per layer. Log-scales are bounded and the MADEs see
-    softly bounded inputs, so held-out rows beyond the training range get
-    Gaussian-like tails rather than exploding log-densities.
+        A stack of ``n_transforms`` MADE-parametrised affine autoregressive
+        layers, ``z_i = (x_i - mu_i(x_<i)) exp(-alpha_i(x_<i))``, reversing the
+        feature order between layers. Scoring takes one pass; sampling takes
+        ``n_features`` passes per layer. Log-scales are bounded and the MADEs see
+        softly bounded inputs, so held-out rows beyond the training range get
+        Gaussian-like tails rather than exploding log-densities.
 
-    Parameters
-    ----------
-    n_transforms : int, default=5
-        Number of autoregressive layers.
-    hidden_features : tuple of int, default=(128, 128)
-        Hidden widths of each MADE.
-    batch_norm : bool, default=False
-        Insert a batch-norm bijection between layers (the paper's setup).
-    base : {"normal", "diagonal", "mixture", "made_mixture"}, default="made_mixture"
-        Base density: standard normal, learned diagonal Gaussian, learned
-        mixture of ``n_components`` diagonal Gaussians, or a MADE MoG (the
-        paper's MAF MoG; it adds one ``n_features``-pass MADE to sampling).
-        MAF's is the only stacked flow whose default is not "normal"; why:
-        ``benchmarks/results/defaults.md``.
-    n_components : int, default=10
-        Components of the mixture bases.{common}
+        Parameters
+        ----------
+        n_transforms : int, default=5
+            Number of autoregressive layers.
+        hidden_features : tuple of int, default=(128, 128)
+            Hidden widths of each MADE.
+        batch_norm : bool, default=False
+            Insert a batch-norm bijection between layers (the paper's setup).
+        base : {"normal", "diagonal", "mixture", "made_mixture"}, default="made_mixture"
+            Base density: standard normal, learned diagonal Gaussian, learned
+            mixture of ``n_components`` diagonal Gaussians, or a MADE MoG (the
+            paper's MAF MoG; it adds one ``n_features``-pass MADE to sampling).
+            MAF's is the only stacked flow whose default is not "normal"; why:
+            ``benchmarks/results/defaults.md``.
+    {components}
 
-    Attributes
-    ----------{attributes}
+        Attributes
+        ----------{attributes}
 
-    See Also
-    --------
-    NSFDensity : The same layers with spline maps.
-    RealNVPDensity : Coupling flow; fast sampling too.
-    MADEDensity : A single autoregressive layer.
+        See Also
+        --------
+        NSFDensity : The same layers with spline maps.
+        RealNVPDensity : Coupling flow; fast sampling too.
+        MADEDensity : A single autoregressive layer.
 
-    References
-    ----------
-    Papamakarios, Pavlakou and Murray (2017). Masked Autoregressive Flow for
-    Density Estimation. NeurIPS.
+        References
+        ----------
+        Papamakarios, Pavlakou and Murray (2017). Masked Autoregressive Flow for
+        Density Estimation. NeurIPS.
 
-    Examples
-    --------
-    >>> from sklearn.datasets import load_wine
-    >>> from skflow import MAFDensity
-    >>> X = load_wine().data
-    >>> maf = MAFDensity(n_transforms=2, max_epochs=10, random_state=0).fit(X)
-    >>> maf.score_samples(X[:2]).shape
-    (2,)
-    >>> maf.sample(4, random_state=0).shape
-    (4, 13)
+        Examples
+        --------
+        >>> from sklearn.datasets import load_wine
+        >>> from skflow import MAFDensity
+        >>> X = load_wine().data
+        >>> maf = MAFDensity(n_transforms=2, max_epochs=10, random_state=0).fit(X)
+        >>> maf.score_samples(X[:2]).shape
+        (2,)
+        >>> maf.sample(4, random_state=0).shape
+        (4, 13)
     """
 
     base: str = "made_mixture"  # the only default that differs from the other stacked flows (MAF MoG)
@@ -293,54 +299,53 @@ class MAFDensity(_StackedFlowDensity):
 class IAFDensity(_StackedFlowDensity):
     """Inverse autoregressive flow density (Kingma et al. 2016).
 
-    The MAF layer run backwards: sampling computes
-    ``x_i = z_i * exp(alpha_i(z_<i)) + mu_i(z_<i)`` from the noise ``z`` in one
-    pass per layer, while scoring a data point must recover ``z`` one feature
-    at a time, ``n_features`` sequential passes per layer (and so does every
-    training step, which scores the training data).
+        The MAF layer run backwards: sampling computes
+        ``x_i = z_i * exp(alpha_i(z_<i)) + mu_i(z_<i)`` from the noise ``z`` in one
+        pass per layer, while scoring a data point must recover ``z`` one feature
+        at a time, ``n_features`` sequential passes per layer (and so does every
+        training step, which scores the training data).
 
-    Choose IAF when drawing samples is the frequent operation (or the flow is
-    fitted by reverse KL, see :class:`~skflow.estimators.variational.VariationalDensity`),
-    MAF when evaluating densities is; both model the same family
-    (``benchmarks/results/iaf_vs_maf.md`` measures the ratios).
+        Choose IAF when drawing samples is the frequent operation (or the flow is
+        fitted by reverse KL, see :class:`~skflow.estimators.variational.VariationalDensity`),
+        MAF when evaluating densities is; both model the same family
+        (``benchmarks/results/iaf_vs_maf.md`` measures the ratios).
 
-    Parameters
-    ----------
-    n_transforms : int, default=5
-        Number of inverse autoregressive layers.
-    hidden_features : tuple of int, default=(128, 128)
-        Hidden widths of each MADE.
-    batch_norm : bool, default=False
-        Insert a batch-norm bijection between layers.
-    base : {"normal", "diagonal", "mixture", "made_mixture"}, default="normal"
-        Base density (see :class:`MAFDensity`); "made_mixture" samples in
-        ``n_features`` passes, which undoes IAF's fast sampling.
-    n_components : int, default=10
-        Components of the mixture bases.{common}
+        Parameters
+        ----------
+        n_transforms : int, default=5
+            Number of inverse autoregressive layers.
+        hidden_features : tuple of int, default=(128, 128)
+            Hidden widths of each MADE.
+        batch_norm : bool, default=False
+            Insert a batch-norm bijection between layers.
+        base : {"normal", "diagonal", "mixture", "made_mixture"}, default="normal"
+            Base density (see :class:`MAFDensity`); "made_mixture" samples in
+            ``n_features`` passes, which undoes IAF's fast sampling.
+    {components}
 
-    Attributes
-    ----------{attributes}
+        Attributes
+        ----------{attributes}
 
-    See Also
-    --------
-    MAFDensity : Same family; fast scoring and training, slow sampling.
-    RealNVPDensity : Coupling flow; fast in both directions.
+        See Also
+        --------
+        MAFDensity : Same family; fast scoring and training, slow sampling.
+        RealNVPDensity : Coupling flow; fast in both directions.
 
-    References
-    ----------
-    Kingma, Salimans, Jozefowicz, Chen, Sutskever and Welling (2016).
-    Improved Variational Inference with Inverse Autoregressive Flow. NeurIPS.
+        References
+        ----------
+        Kingma, Salimans, Jozefowicz, Chen, Sutskever and Welling (2016).
+        Improved Variational Inference with Inverse Autoregressive Flow. NeurIPS.
 
-    Examples
-    --------
-    >>> from sklearn.datasets import load_iris
-    >>> from skflow import IAFDensity
-    >>> X = load_iris().data
-    >>> iaf = IAFDensity(n_transforms=2, hidden_features=(32,), max_epochs=5, random_state=0).fit(X)
-    >>> iaf.score_samples(X[:2]).shape
-    (2,)
-    >>> iaf.sample(3, random_state=0).shape
-    (3, 4)
+        Examples
+        --------
+        >>> from sklearn.datasets import load_iris
+        >>> from skflow import IAFDensity
+        >>> X = load_iris().data
+        >>> iaf = IAFDensity(n_transforms=2, hidden_features=(32,), max_epochs=5, random_state=0).fit(X)
+        >>> iaf.score_samples(X[:2]).shape
+        (2,)
+        >>> iaf.sample(3, random_state=0).shape
+        (3, 4)
     """
 
     def _layer(self, k, n_features, context_features):

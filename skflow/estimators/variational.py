@@ -350,14 +350,14 @@ class VariationalDensity(DensityMixin, BaseEstimator):
         prefer_skip_nested_validation=True,
     )
     def sample(self, n_samples=1, random_state=None):
-        """Draw samples from the fitted flow.
+        """Draw samples from the fitted flow (one pass through it, for IAF).
 
         Parameters
         ----------
         n_samples : int, default=1
-            Number of samples.
+            How many rows to draw.
         random_state : int, RandomState instance or None, default=None
-            Seeds the draw; None draws fresh randomness.
+            Seeds the draws (None: fresh randomness).
 
         Returns
         -------
