@@ -82,9 +82,11 @@ class MemberEarlyStopping(Callback):
     """Early stopping for each member of a :class:`StackedMembers` on its own validation rows.
 
     At the end of every epoch each member's mean validation log-likelihood is
-    computed on its rows; a member's weights are kept from its best epoch,
-    and training ends once every member has gone ``patience`` epochs without
-    improving. The weights restored at the end are each member's best. The
+    computed on its rows. A member stops, as it would alone, once it has gone
+    ``patience`` epochs without improving: its best weights up to then are
+    the ones it keeps, whatever it does in later epochs (it is still computed
+    with the others). Training ends when every member has stopped, so the
+    stack runs as long as its slowest member. The
     history's ``valid_loss`` is the sum of the members' validation losses, and
     ``valid_loss_members`` holds each member's.
 
@@ -108,6 +110,7 @@ class MemberEarlyStopping(Callback):
         module = net.module_
         self.best_ = torch.full((module.n_members,), math.inf, device=self.x.device)
         self.wait_ = torch.zeros(module.n_members, dtype=torch.long, device=self.x.device)
+        self.stopped_ = torch.zeros(module.n_members, dtype=torch.bool, device=self.x.device)
         self.best_epoch_ = torch.zeros(module.n_members, dtype=torch.long)
         self._best = [tensor.detach().clone() for tensor in _state_tensors(module)]
 
@@ -130,13 +133,15 @@ class MemberEarlyStopping(Callback):
         losses = self._losses(module)
         net.history.record("valid_loss", float(losses.sum()))
         net.history.record("valid_loss_members", losses.tolist())
-        improved = torch.isfinite(losses) & (losses < self.best_)
+        # a member that has stopped keeps the best weights it had then, as if trained alone
+        improved = torch.isfinite(losses) & (losses < self.best_) & ~self.stopped_
         self.best_ = torch.where(improved, losses, self.best_)
         self.wait_ = torch.where(improved, 0, self.wait_ + 1)
+        self.stopped_ |= self.wait_ >= self.patience
         self.best_epoch_[improved.cpu()] = len(net.history)
         for best, tensor in zip(self._best, _state_tensors(module)):
             best[improved] = tensor.detach()[improved]
-        if bool((self.wait_ >= self.patience).all()):
+        if bool(self.stopped_.all()):
             raise KeyboardInterrupt  # skorch ends the fit as after its last epoch (on_train_end runs)
 
     def on_train_end(self, net, **kwargs):
