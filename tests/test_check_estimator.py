@@ -129,6 +129,13 @@ def _expected_failures(estimator):
         return _IMAGE_FAILURES
     if isinstance(estimator, VariationalDensity):
         return _VARIATIONAL_FAILURES
+    if isinstance(estimator, FlowOutlierDetector):
+        return {
+            "check_sample_weight_equivalence_on_dense_data": (
+                "the density trains in float32: weighted and repeated-row fits agree to about 1e-8 nats, "
+                "above the check's rtol=1e-7 on decision values near 0"
+            )
+        }
     return {}
 
 

@@ -11,7 +11,7 @@ import pytest
 from scipy import sparse
 from sklearn.exceptions import NotFittedError
 from sklearn.metrics import roc_auc_score
-from sklearn.model_selection import GridSearchCV, StratifiedKFold
+from sklearn.model_selection import GridSearchCV, KFold, StratifiedKFold
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.utils import check_random_state
@@ -212,6 +212,7 @@ def test_bad_inputs_raise():
         {"contamination": "high"},
         {"n_estimators": 0},
         {"trim": 0.5},
+        {"verbose": -1},
     ],
 )
 def test_invalid_parameters_raise(params):
@@ -243,12 +244,130 @@ def test_images_are_passed_to_an_image_density():
 
 def test_copies_fit_in_parallel_with_the_same_result():
     X = np.random.RandomState(0).normal(size=(200, 3))
-    make = lambda n_jobs: FlowOutlierDetector(  # noqa: E731
-        MAFDensity(max_epochs=3, n_transforms=1, hidden_features=(8,)),
-        n_estimators=2,
-        random_state=0,
-        n_jobs=n_jobs,
-    )
+
+    def make(n_jobs):
+        density = MAFDensity(max_epochs=3, n_transforms=1, hidden_features=(8,))
+        return FlowOutlierDetector(density, n_estimators=2, random_state=0, n_jobs=n_jobs)
+
     serial, parallel = make(1).fit(X), make(2).fit(X)  # n_jobs=None would stack the copies instead
     np.testing.assert_allclose(parallel.score_samples(X), serial.score_samples(X), rtol=1e-6, atol=1e-6)
     assert parallel.offset_ == pytest.approx(serial.offset_, abs=1e-6)
+
+
+def test_score_is_the_mean_log_likelihood():
+    X, X_test = _data(), _data(50, seed=1)
+    detector = FlowOutlierDetector(_tiny(), n_estimators=2, random_state=0).fit(X)
+    assert detector.score(X_test) == pytest.approx(np.mean(detector.score_samples(X_test)), rel=1e-12)
+    assert detector.score(X_test, np.ones(50)) == detector.score(X_test)  # y ignored
+    # mean of the copies' log-likelihoods, per row then over rows
+    members = np.mean([m.score_samples(X_test) for m in detector.estimators_])
+    assert detector.score(X_test) == pytest.approx(members, rel=1e-12)
+
+
+def test_grid_search_without_labels_picks_the_best_held_out_likelihood():
+    X = _data(200)
+    grid = {"estimator__max_epochs": [1, 30]}
+    search = GridSearchCV(FlowOutlierDetector(_tiny(), random_state=0), grid, cv=2).fit(X)
+    # each split's score is the held-out mean log-likelihood of a detector fitted on the other fold
+    for i, params in enumerate(search.cv_results_["params"]):
+        for k, (train, test) in enumerate(KFold(2).split(X)):
+            detector = FlowOutlierDetector(_tiny(), random_state=0).set_params(**params).fit(X[train])
+            expected = np.mean(detector.score_samples(X[test]))
+            assert search.cv_results_[f"split{k}_test_score"][i] == pytest.approx(expected, rel=1e-10)
+    assert search.best_index_ == np.argmax(search.cv_results_["mean_test_score"])
+    assert search.best_params_ == {"estimator__max_epochs": 30}  # 1 epoch is far from fitted
+
+
+def _two_clusters(n=150, seed=0):
+    rng = np.random.RandomState(seed)
+    return np.vstack([rng.normal(size=(n, 2)), rng.normal(size=(n, 2)) + 6.0])
+
+
+def _full_batch(**params):
+    """A MAF trained on one full batch without validation split: weights and row repeats then agree."""
+    return _tiny(max_epochs=20, batch_size=1024, validation_fraction=0.0, **params)
+
+
+def test_zero_weight_removes_a_cluster_from_the_fit():
+    X = _two_clusters()
+    second = np.arange(len(X)) >= 150
+    weighted = FlowOutlierDetector(_full_batch(), random_state=0).fit(
+        X, sample_weight=(~second).astype(float)
+    )
+    unweighted = FlowOutlierDetector(_full_batch(), random_state=0).fit(X)
+    first_only = FlowOutlierDetector(_full_batch(), random_state=0).fit(X[~second])
+    # with weight 0 the second cluster is not part of the density: its rows are outliers
+    assert np.mean(weighted.predict(X[second]) == -1) > 0.95
+    assert np.mean(unweighted.predict(X[second]) == -1) < 0.1
+    # ... and the fit, the threshold and the training statistics are those without its rows
+    np.testing.assert_allclose(weighted.score_samples(X), first_only.score_samples(X), rtol=1e-6)
+    assert weighted.offset_ == pytest.approx(first_only.offset_, rel=1e-6)
+    for method in ("linear", "unify"):
+        np.testing.assert_allclose(
+            weighted.predict_proba(X, method=method), first_only.predict_proba(X, method=method), atol=1e-6
+        )
+    np.testing.assert_allclose(weighted.predict_confidence(X), first_only.predict_confidence(X), atol=1e-6)
+    assert len(weighted.decision_scores_) == len(X)  # still one score per training row
+
+
+@pytest.mark.parametrize("params", [{"contamination": 0.1}, {"trim": 0.1}], ids=["percentile", "trim"])
+def test_integer_weights_equal_repeated_rows(params):
+    rng = np.random.RandomState(0)
+    X = np.vstack([rng.normal(size=(100, 2)), rng.uniform(-6, 6, size=(10, 2))])
+    weight = rng.randint(0, 4, size=len(X))
+    weighted = FlowOutlierDetector(_full_batch(), random_state=0, **params).fit(X, sample_weight=weight)
+    repeated = FlowOutlierDetector(_full_batch(), random_state=0, **params).fit(X.repeat(weight, axis=0))
+    np.testing.assert_allclose(weighted.score_samples(X), repeated.score_samples(X), rtol=1e-6)
+    assert weighted.offset_ == pytest.approx(repeated.offset_, rel=1e-6)
+    np.testing.assert_allclose(weighted.predict_proba(X), repeated.predict_proba(X), atol=1e-6)
+    np.testing.assert_allclose(weighted.predict_confidence(X), repeated.predict_confidence(X), atol=1e-6)
+
+
+def test_weighted_percentile_is_the_percentile_of_repeated_values():
+    rng = np.random.RandomState(0)
+    values, weight = rng.normal(size=30), rng.randint(0, 5, size=30).astype(float)
+    for q in (0.0, 1.0, 25.0, 50.0, 75.0, 99.0, 100.0):
+        expected = np.percentile(values.repeat(weight.astype(int)), q)
+        assert skflow.estimators.outlier._weighted_percentile(values, weight, q) == pytest.approx(expected)
+    # fractional weights: scaling them all by 2 is repeating every row twice
+    fractional = rng.uniform(0.5, 2.0, size=30)
+    doubled = np.r_[fractional, fractional]
+    assert skflow.estimators.outlier._weighted_percentile(values, 2 * fractional, 30.0) == pytest.approx(
+        skflow.estimators.outlier._weighted_percentile(np.r_[values, values], doubled, 30.0)
+    )
+
+
+def test_bad_sample_weights_raise():
+    X = _data()
+    detector = FlowOutlierDetector(_tiny(), random_state=0)
+    with pytest.raises(ValueError, match="[Nn]egative"):
+        detector.fit(X, sample_weight=-np.ones(len(X)))
+    with pytest.raises(ValueError, match="shape"):
+        detector.fit(X, sample_weight=np.ones(len(X) - 1))
+    with pytest.raises(ValueError, match="zero"):
+        detector.fit(X, sample_weight=np.zeros(len(X)))
+
+
+def test_verbose_reaches_the_copies(capsys):
+    X = _data(100)
+    detector = FlowOutlierDetector(_tiny(max_epochs=2), n_estimators=2, verbose=1, random_state=0).fit(X)
+    assert all(member.verbose == 1 for member in detector.estimators_)
+    assert "epoch" in capsys.readouterr().out  # skorch's per-epoch table
+    # 0 leaves the estimator's own setting, and the given estimator is not changed
+    estimator = _tiny(max_epochs=2, verbose=1)
+    quiet = FlowOutlierDetector(estimator, random_state=0).fit(X)
+    assert quiet.estimator_.verbose == 1
+    silent = FlowOutlierDetector(_tiny(max_epochs=2), random_state=0).fit(X)
+    assert silent.estimator_.verbose == 0 and capsys.readouterr().out.count("epoch") == 1
+    FlowOutlierDetector(estimator, verbose=2, random_state=0).fit(X)
+    assert estimator.verbose == 1
+
+
+def test_verbose_is_ignored_by_an_estimator_without_it():
+    from sklearn.neighbors import KernelDensity
+
+    detector = FlowOutlierDetector(KernelDensity(), verbose=1).fit(_data())
+    assert "verbose" not in detector.estimator_.get_params()
+    np.testing.assert_allclose(
+        detector.score_samples(_data()), KernelDensity().fit(_data()).score_samples(_data())
+    )
