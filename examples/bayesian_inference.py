@@ -26,7 +26,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import train_test_split
 from sklearn.preprocessing import StandardScaler
 
-from skflow.estimators.variational import VariationalDensity
+from skflow import VariationalDensity
 
 PRIOR_SCALE = 1.0
 

@@ -22,8 +22,8 @@ from sklearn.mixture import GaussianMixture
 from sklearn.model_selection import train_test_split
 
 from skflow.data import uniform_dequantized_score_samples
-from skflow.metrics import bits_per_dim
-from skflow.estimators.image import GlowDensity
+from skflow import bits_per_dim
+from skflow import GlowDensity
 
 digits = load_digits()
 X = digits.images.astype(int)  # (1797, 8, 8), values 0..16; flat (n, 64) + image_shape also works

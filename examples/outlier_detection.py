@@ -10,7 +10,7 @@ import numpy as np
 from sklearn.datasets import load_breast_cancer
 from sklearn.metrics import roc_auc_score
 
-from skflow.estimators.outlier import FlowOutlierDetector
+from skflow import FlowOutlierDetector
 
 X, y = load_breast_cancer(return_X_y=True)  # y: 0 malignant, 1 benign
 rng = np.random.RandomState(0)
