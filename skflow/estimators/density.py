@@ -399,10 +399,11 @@ class FlowDensity(DensityMixin, BaseEstimator):
         return _one_hot(labels, len(self.classes_))
 
     def _scaled_context(self, context, n_samples, reset):
-        """The continuous context validated and standardised by ``context_scaler_`` (None when absent).
+        """The context validated, encoded (a mixed DataFrame's categories one-hot, ``context_encoder_``) and
+        standardised by ``context_scaler_``; None when absent.
 
-        With ``reset`` the scaler is fitted (and ``n_context_features_`` set);
-        otherwise a context is required exactly when one was given in fit.
+        With ``reset`` the encoder and scaler are fitted (and ``n_context_features_``, the encoded width,
+        set); otherwise a context is required exactly when one was given in fit.
         """
         if reset:
             self.context_scaler_ = self.context_encoder_ = None
@@ -452,7 +453,7 @@ class FlowDensity(DensityMixin, BaseEstimator):
         return flow if dequantizer is None else DequantizedFlow(flow, dequantizer)
 
     def _make_net(self, module, device, valid_set, seed, member_valid=None):
-        """The skorch net that trains ``module``; ``member_valid`` (x, context) for stacked members."""
+        """The skorch net that trains ``module``; ``member_valid`` (x, context, weight) for stacked members."""
         settings = self.training_settings_
         callbacks = [("divergence_guard", DivergenceGuard(max_norm=GRADIENT_CLIP))]
         if member_valid is not None:
