@@ -50,9 +50,7 @@ def maf_throughput(args, device):
             print(f"skipped {name}: {error}", flush=True)
     for _ in range(args.repeats):
         for name, values in times.items():
-            with runner.Timer() as timer:
-                contenders[name]()
-            values.append(timer.wall)
+            values.append(runner.timed(contenders[name])[0].wall)
     rows_seen, reference = args.maf_rows * args.maf_epochs, np.median(times.get(ZUKO, [np.nan]))
     medians = {name: np.median(v) for name, v in times.items()}
     rows = [[name, f"{m:.2f}", f"{rows_seen / m:,.0f}", f"{m / reference:.3f}"]
@@ -63,6 +61,7 @@ def maf_throughput(args, device):
 
 
 def image_models(args, device):
+    """MNIST's TarFlow and Glow (``--tiny``: small ones); ``make(budget)`` with the time budget callback."""
     if args.tiny:
         tarflow = {"patch_size": 4, "channels": 16, "n_blocks": 2, "n_layers": 1, "n_heads": 2,
                    "batch_size": 64}
@@ -83,13 +82,12 @@ def mnist_budget(args, device):
     rows, grids = [], {}
     for name, make in image_models(args, device).items():
         model = make(runner.TimeBudget(args.budget))
-        with runner.Timer() as timer:
-            model.fit(X_train)
+        timer, _ = runner.timed(model.fit, X_train)
         bits = bits_per_dim(model, X_test)
-        with runner.Timer() as sampling:
-            grids[name] = np.asarray(model.sample(64, random_state=0)).reshape(64, 28, 28)
-        rows.append([name, model.n_iter_, f"{timer.wall:.0f}", f"{bits:.3f}", f"{sampling.wall:.1f}"])
-        print(rows[-1], flush=True)
+        sampling, samples = runner.timed(model.sample, 64, random_state=0)
+        grids[name] = np.asarray(samples).reshape(64, 28, 28)
+        rows.append(report.show([name, model.n_iter_, f"{timer.wall:.0f}", f"{bits:.3f}",
+                                 f"{sampling.wall:.1f}"]))
     return [f"## MNIST at a fixed budget of {args.budget:g} s of training per model", "",
             f"{len(X_train)} training images, {len(X_test)} held out (bits/dim of the 256-level images).", "",
             *report.table(["model", "epochs in budget", "fit incl. scoring setup (s)", "test bits/dim",

@@ -24,24 +24,15 @@ def synthetic(n_samples, n_features, seed=0):
     return np.tanh(z @ mixing) + 0.3 * z**2
 
 
-def best_of(fn, *args, repeats=3):
-    times = []
-    for _ in range(repeats):
-        with runner.Timer() as timer:
-            fn(*args)
-        times.append(timer.wall)
-    return min(times)
-
-
 def timings(n_features, n_train, n_rows):
-    X, X_eval = synthetic(n_train, n_features), synthetic(n_rows, n_features, seed=1)
-    out = {}
+    """Per estimator: seconds per training epoch, and to score / sample ``n_rows`` rows (best of 3)."""
+    X, X_eval, out = synthetic(n_train, n_features), synthetic(n_rows, n_features, seed=1), {}
     for name, cls in ESTIMATORS.items():
         est = cls(max_epochs=2, batch_size=256, validation_fraction=0, device="cpu", random_state=0)
-        with runner.Timer() as timer:
-            est.fit(X)
-        out[name] = {"epoch": timer.wall / 2, "score": best_of(est.score_samples, X_eval),
-                     "sample": best_of(est.sample, n_rows)}
+        fit, _ = runner.timed(est.fit, X)
+        score = min(runner.timed(est.score_samples, X_eval)[0].wall for _ in range(3))
+        out[name] = {"epoch": fit.wall / 2, "score": score,
+                     "sample": min(runner.timed(est.sample, n_rows)[0].wall for _ in range(3))}
     return out
 
 
@@ -53,8 +44,7 @@ def quality(max_rows, epochs):
     rows = []
     for name, cls in ESTIMATORS.items():
         est = cls(max_epochs=epochs or 40, batch_size=256, patience=10, device="cpu", random_state=0)
-        with runner.Timer() as timer:
-            est.fit(train)
+        timer, _ = runner.timed(est.fit, train)
         rows.append([name, f"{est.score(test):.3f}", f"{timer.wall:.0f}", est.n_iter_])
     return rows, len(train), len(test)
 
@@ -69,10 +59,9 @@ def main(argv=None):
     rows = []
     for d in args.dims:
         m, i = (timings(d, args.train_rows, args.rows)[name] for name in ESTIMATORS)
-        rows.append([d, f"{m['score']:.3f}", f"{i['score']:.3f}", f"{i['score'] / m['score']:.1f}",
-                     f"{m['sample']:.3f}", f"{i['sample']:.3f}", f"{i['sample'] / m['sample']:.2f}",
-                     f"{m['epoch']:.2f}", f"{i['epoch']:.2f}", f"{i['epoch'] / m['epoch']:.1f}"])
-        print(rows[-1], flush=True)
+        cells = [cell for k, digits, ratio in (("score", 3, 1), ("sample", 3, 2), ("epoch", 2, 1))
+                 for cell in (f"{m[k]:.{digits}f}", f"{i[k]:.{digits}f}", f"{i[k] / m[k]:.{ratio}f}")]
+        rows.append(report.show([d, *cells]))
     lines = [
         *report.header("IAF against MAF", args.command, __doc__),
         "## Time as the dimension grows", "",

@@ -16,10 +16,8 @@ log-densities averaged. skflow trains on ``x + u`` itself; the peers' training r
 Methods (80/20 splits; randhie 1 seed): ``MAF``, ``NSF`` (defaults, on the DataFrame), ``MAF x5``
 (``FlowMixture``); peers ``StepMix`` (latent classes by BIC), ``product`` (smoothed cell frequencies
 times per-cell Gaussian mixtures) and ``zuko MAF (one-hot, bound)`` (zuko's MAF on one-hot columns
-plus ``U(0, 1)`` noise: a lower bound of the measure). ``--ensembles`` adds, on the raw variant, five
-seeded MAFs and NSFs scored alone and as a mixture (conservatively: logsumexp of the members'
-draw-averaged scores). Also a FlowOutlierDetector check on penguins (Chinstrap as the outliers) and a
-figure of real against sampled marginals.
+plus ``U(0, 1)`` noise: a lower bound of the measure). Also a FlowOutlierDetector check on penguins
+(Chinstrap as the outliers) and a figure of real against sampled marginals.
 
     OMP_NUM_THREADS=1 python -m benchmarks.mixed_tables --seeds 0 1 2
 """
@@ -29,7 +27,6 @@ from functools import partial
 import numpy as np
 import pandas as pd
 from pandas.api import types
-from scipy.special import logsumexp
 from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import train_test_split
 
@@ -43,7 +40,6 @@ SKFLOW = {"MAF": lambda seed: MAFDensity(random_state=seed),
           "NSF": lambda seed: NSFDensity(random_state=seed),
           "MAF x5": lambda seed: FlowMixture(MAFDensity(), n_estimators=5, random_state=seed)}
 PEERS = {"StepMix": peers.StepMixPeer, "product": peers.ProductPeer, "zuko MAF (one-hot, bound)": None}
-ENSEMBLES = {"MAF members": MAFDensity, "NSF members": NSFDensity}
 
 
 def is_discrete(dtype):
@@ -108,8 +104,8 @@ class Split:
 
 
 def score_skflow(estimator, split):
-    frames = split.test_frames()
-    log_p = estimator.fit(split.train).score_samples(frames).reshape(split.n_draws, -1).mean(axis=0)
+    log_p = estimator.fit(split.train).score_samples(split.test_frames())
+    log_p = log_p.reshape(split.n_draws, -1).mean(axis=0)
     epochs = "+".join(str(m.n_iter_) for m in getattr(estimator, "estimators_", [estimator]))
     at_integer = float(np.mean(estimator.score_samples(split.test)))
     return log_p, {"skflow_at_integer": at_integer, "info": f"{epochs} epochs"}
@@ -126,24 +122,11 @@ def score_zuko(split, seed, epochs, n_draws):
     return np.mean(draws, axis=0), {"info": f"{model.n_iter_} epochs"}
 
 
-def score_members(density, split, seed, n_members, epochs):
-    """Seeded members alone (member 0, mean over members) and as an equal-weight mixture."""
-    frames, scores = split.test_frames(), []
-    for member_seed in np.random.RandomState(seed).randint(2**31 - 1, size=n_members):
-        fitted = runner.shorten(density(random_state=int(member_seed)), epochs).fit(split.train)
-        scores.append(fitted.score_samples(frames).reshape(split.n_draws, -1).mean(axis=0))
-    scores = np.array(scores)
-    return logsumexp(scores, axis=0) - np.log(n_members), {
-        "member0": float(scores[0].mean()), "single": float(scores.mean()), "info": f"{n_members} members"}
-
-
 def run_one(name, variant, seed, method, args):
     split = Split(name, variant, seed, args.draws, args.max_rows)
     with runner.Timer() as timer:
         if method in SKFLOW:
             log_p, extra = score_skflow(runner.shorten(SKFLOW[method](seed), args.epochs), split)
-        elif method in ENSEMBLES:
-            log_p, extra = score_members(ENSEMBLES[method], split, seed, args.members, args.epochs)
         elif method.startswith("zuko"):
             log_p, extra = score_zuko(split, seed, args.epochs, args.draws)
         else:
@@ -210,9 +193,7 @@ def sample_figure(path, epochs, max_rows):
     return [f"![penguins: real vs sampled marginals]({path.name})", "",
             (f"`MAFDensity(random_state=0).fit(penguins)` ({model.n_iter_} epochs) then "
              f"`.sample(len(penguins), random_state=0)`: the sample's dtypes match the training dtypes: "
-             f"{same}."),
-            "",
-            f"Category frequencies, real / sampled: {frequencies}.", "",
+             f"{same}."), "", f"Category frequencies, real / sampled: {frequencies}.", "",
             f"Sampled values outside the real column's range: {outside}."]
 
 
@@ -234,12 +215,12 @@ def verdict(records, tables, methods, model, against=None):
         paired += [f"{name} {report.fmt(gaps)}"] if gaps else []
     rivals = ", ".join(m for m in methods if m != model)
     rivals = "" if against is None else f" against the peers only ({rivals})"
-    target = "met" if len(won) >= 4 else "NOT met"
     return (f"`{model}`{rivals} has the best mean held-out log-likelihood on {len(won)} of "
             f"{len(won) + len(lost)} tables" + (f" ({', '.join(won)})" if won else "")
             + (f"; best elsewhere: {'; '.join(lost)}" if lost else "")
-            + f". Target (best on >= 4 of 5): **{target}**. Paired by seed, `{model}` minus the best other "
-            "method of that seed (nats/row, mean ± std over seeds): " + "; ".join(paired) + ".")
+            + f". Target (best on >= 4 of 5): **{'met' if len(won) >= 4 else 'NOT met'}**. Paired by seed, "
+            f"`{model}` minus the best other method of that seed (nats/row, mean ± std over seeds): "
+            + "; ".join(paired) + ".")
 
 
 def point_masses(name, variant):
@@ -255,36 +236,21 @@ def point_masses(name, variant):
 def variant_section(records, tables, methods, variant):
     rs = [r for r in records if r["variant"] == variant and r["method"] in methods]
     skflow = [m for m in SKFLOW if any(r["method"] == m for r in rs)]
-
-    def grid(key, columns, **options):
-        return report.grid(rs, key, tables, columns, row="table", col="method", **options)
-
+    grid = partial(report.grid, rs, rows=tables, row="table", col="method")
     fitted = "; ".join(f"{r['table']} {r['method']} s{r['seed']}: {r['info']}" for r in rs)
     return ["", f"## Variant {variant}", "", "Mean held-out log-likelihood (nats/row; best in bold):", "",
-            *grid("mean", methods, best=max), "",
+            *grid("mean", cols=methods, best=max), "",
             *(line for m in skflow for line in (verdict(rs, tables, methods, m), "")),
             *(line for m in skflow for line in (verdict(rs, tables, methods, m, against=PEERS), "")),
             "skflow's own `score_samples` at the integers (no noise):", "",
-            *grid("skflow_at_integer", skflow, best=max), "",
+            *grid("skflow_at_integer", cols=skflow, best=max), "",
             "Worst held-out row (minimum over seeds, nats):", "",
-            *grid("min", methods, cell=report.reduced(np.min)), "", "Fit time (s, mean over seeds):", "",
-            *grid("fit_s", methods, cell=report.reduced(np.mean)), "",
-            f"What was fitted: {fitted}"]
-
-
-def members_section(records, tables, n_members):
-    rows = [[report.seeds_label(t, len({r["seed"] for r in rs})),
-             *(report.fmt([r[key] for r in rs if r["method"] == m]) for m in ENSEMBLES
-               for key in ("member0", "single", "mean"))]
-            for t in tables if (rs := [r for r in records if r["table"] == t and r["method"] in ENSEMBLES])]
-    columns = ("member 0", f"single (mean of {n_members})", f"x{n_members} mixture")
-    return ["", f"## Single flows against mixtures of {n_members} seeded flows (variant raw)", "",
-            *report.table(["table", *(f"{m.split()[0]} {c}" for m in ENSEMBLES for c in columns)], rows)]
+            *grid("min", cols=methods, cell=report.reduced(np.min)), "", "Fit time (s, mean over seeds):", "",
+            *grid("fit_s", cols=methods, cell=report.reduced(np.mean)), "", f"What was fitted: {fitted}"]
 
 
 def write_report(records, args, extras):
     tables = [t for t in args.tables if any(r["table"] == t for r in records)]
-    methods = [m for m in args.methods if m not in ENSEMBLES]
     data_rows = [[t, i["n_read"], i["n_dropped"], f"{i['n_used']}{' (subsample)' if t in SUBSAMPLE else ''}",
                   len(load_table(t)[0].columns), ", ".join(i["cast"]) or "—"]
                  for t in tables for i in [load_table(t, "cat", args.max_rows)[1]]]
@@ -296,9 +262,7 @@ def write_report(records, args, extras):
              *(f"- {t} ({v}): {', '.join(atoms)}" for v in args.variants for t in tables
                if (atoms := point_masses(t, v)))]
     for variant in args.variants:
-        lines += variant_section(records, tables, methods, variant)
-    if any(r["method"] in ENSEMBLES for r in records):
-        lines += members_section(records, tables, args.members)
+        lines += variant_section(records, tables, args.methods, variant)
     for title, text in extras.items():
         lines += ["", f"## {title}", "", *text]
     report.write(args.out / f"{args.name}.md", lines)
@@ -309,18 +273,14 @@ def main(argv=None):
     p.add_argument("--tables", nargs="+", default=list(TABLES), choices=TABLES)
     p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
     p.add_argument("--methods", nargs="*", default=[*SKFLOW, *PEERS], choices=[*SKFLOW, *PEERS])
-    p.add_argument("--ensembles", action="store_true", help="single flows against mixtures of seeded flows")
-    p.add_argument("--members", type=int, default=5)
     p.add_argument("--draws", type=int, default=16, help="dequantization draws per held-out row")
     p.add_argument("--skip-extras", action="store_true", help="no outlier check and no figure")
-    tiny = {"tables": ["penguins"], "draws": 2, "members": 2, "ensembles": True}
-    args = runner.parse(p, argv, __name__, tiny=tiny)
+    args = runner.parse(p, argv, __name__, tiny={"tables": ["penguins"], "draws": 2})
     cache = runner.Cache(args.cache, ("table", "variant", "seed", "method"), args.report_only)
-    args.methods += list(ENSEMBLES) if args.ensembles else []
     for k, seed in enumerate(args.seeds):
         for name in (t for t in args.tables if k < MAX_SEEDS.get(t, len(args.seeds))):
             for variant in args.variants:
-                for method in (m for m in args.methods if variant == "raw" or m not in ENSEMBLES):
+                for method in args.methods:
                     cache.run(partial(run_one, name, variant, seed, method, args), table=name,
                               variant=variant, seed=seed, method=method)
     extras = {}

@@ -53,8 +53,7 @@ def run(name, n, args, default_settings, seed=0):
         "zuko MAF + loop": lambda: ZukoFlow(random_state=seed, **default_settings),
         "skflow fixed recipe": lambda: MAFDensity(**FIXED, callbacks=[budget], random_state=seed),
     }[name]
-    with runner.Timer() as timer:
-        model = runner.shorten(make(), args.epochs).fit(X_train)
+    timer, model = runner.timed(runner.shorten(make(), args.epochs).fit, X_train)
     log_density = model.score_samples(X_test)
     settings = getattr(model, "training_settings_", default_settings)
     return {"fit_s": timer.wall, "held_out": float(np.mean(log_density)),
@@ -77,15 +76,13 @@ def main(argv=None):
             fixed = name == "skflow fixed recipe" and default and default["settings"] == FIXED
             if name != "skflow default" and default and not fixed:  # no fixed recipe where it is the default
                 cache.run(partial(run, name, n, args, default["settings"]), contender=name, n=n)
-    rows = []
-    order = lambda r: (r["n"], CONTENDERS.index(r["contender"]))
+    rows, order = [], lambda r: (r["n"], CONTENDERS.index(r["contender"]))
     for r in sorted(cache.select(contender=args.contenders), key=order):
-        s, n = r["settings"], r["n"]
+        s, n, budget = r["settings"], r["n"], " (time budget)" if r.get("stopped_by_budget") else ""
         rows.append([f"{n:,}", r["contender"], s["batch_size"], f"{s['lr']:g}", s["max_epochs"],
-                     s["patience"],
-                     f"{r['epochs']}" + (" (time budget)" if r.get("stopped_by_budget") else ""),
-                     f"{r['fit_s']:.0f}", f"{1000 * r['fit_s'] / n:.2f}", f"{r['held_out']:.3f}",
-                     f"{r['held_out_median']:.3f}", f"{r['held_out_min']:.4g}"])
+                     s["patience"], f"{r['epochs']}{budget}", f"{r['fit_s']:.0f}",
+                     f"{1000 * r['fit_s'] / n:.2f}", f"{r['held_out']:.3f}", f"{r['held_out_median']:.3f}",
+                     f"{r['held_out_min']:.4g}"])
     report.write(args.out / f"{args.name}.md", [
         *report.header("Scaling: default fit time and held-out log-likelihood against n", args.command,
                        __doc__),

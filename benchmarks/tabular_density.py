@@ -4,13 +4,11 @@ Every model is fit on the same training split (80 %) and scored on the same test
 set (all rows, outlier labels ignored), in nats per row in the units of the raw data. Peers: a
 GaussianMixture and a KernelDensity tuned by 3-fold GridSearchCV on the training split (fitted on
 standardised data, the log-determinant added back), and zuko's MAF and NSF with skflow's default
-architecture and training recipe in a hand-written loop (``harness.peers.ZukoFlow``). ``--variant``
-adds skflow estimators with other parameters.
+architecture and training recipe in a hand-written loop (``harness.peers.ZukoFlow``).
 
     OMP_NUM_THREADS=1 python -m benchmarks.tabular_density --seeds 0 1 2
 """
 
-import json
 from functools import partial
 
 import numpy as np
@@ -32,15 +30,6 @@ MODELS = {
 }
 PEERS = ("zuko MAF", "zuko NSF", "GMM (CV)", "KDE (CV)")
 DEFAULT_MODELS = ("MAF", "NSF", "RealNVP", "MADE", "MADE MoG10", *PEERS)
-ESTIMATORS = {"MAFDensity": MAFDensity, "NSFDensity": NSFDensity, "RealNVPDensity": RealNVPDensity,
-              "MADEDensity": MADEDensity}
-
-
-def variant(params):
-    """A skflow estimator with non-default parameters (``"estimator"`` picks the class; MAF if absent)."""
-    params = {k: tuple(v) if isinstance(v, list) else v for k, v in params.items()}  # JSON has no tuples
-    estimator = ESTIMATORS[params.pop("estimator", "MAFDensity")]
-    return lambda seed: estimator(**params, random_state=seed)
 
 
 def describe(model):
@@ -53,8 +42,7 @@ def describe(model):
 def run_one(name, seed, model_name, args):
     X_train, X_test = data.split_set(name, seed, args.max_rows)
     model = runner.shorten(MODELS[model_name](seed), args.epochs)
-    with runner.Timer() as timer:
-        model.fit(X_train)
+    timer, _ = runner.timed(model.fit, X_train)
     log_density = model.score_samples(X_test)
     outside = np.any((X_test < X_train.min(axis=0)) | (X_test > X_train.max(axis=0)), axis=1)
     return {"shape": [*X_train.shape, len(X_test)], "mean": float(np.mean(log_density)),
@@ -73,20 +61,20 @@ def beats_peers(means, sets, model):
             + (f" ({', '.join(won)})." if won else "."))
 
 
-def write_report(records, args, path):
-    sets, models = [s for s in args.sets if any(r["set"] == s for r in records)], args.models
+def write_report(records, args, sets):
     shapes = {r["set"]: r["shape"] for r in records}
-    means = {n: {m: np.mean(v) for m in models
+    means = {n: {m: np.mean(v) for m in args.models
                  if (v := [r["mean"] for r in records if r["set"] == n and r["model"] == m])} for n in sets}
 
     def grid(key, reduce=None):
-        return report.grid(records, key, sets, models, cell=report.reduced(reduce) if reduce else report.fmt)
+        cell = report.reduced(reduce) if reduce else report.fmt
+        return report.grid(records, key, sets, args.models, cell=cell)
 
     outside = ", ".join(f"{n} {np.mean([r['n_outside'] for r in records if r['set'] == n]):.0f}"
                         for n in sets)
     rows = ", ".join(f"{n} {shapes[n][0]}/{shapes[n][2]}x{shapes[n][1]}" for n in sets)
     winners = "; ".join(f"{n}: {max(means[n], key=means[n].get)}" for n in sets)
-    report.write(path, [
+    report.write(args.out / f"{args.name}.md", [
         *report.header("Tabular density: held-out log-likelihood", args.command, __doc__),
         (f"Seeds {', '.join(map(str, args.seeds))} (each its own 80/20 split and model seeds; mean ± std "
          f"over seeds, nats per held-out row, raw units; higher is better). Rows (train/test): {rows}"), "",
@@ -94,8 +82,7 @@ def write_report(records, args, path):
         (f"Plot: `{args.name}.png` (per set and model, median over seeds of the difference to the tuned GMM, "
          "clipped at +-10 nats)."), "", *grid("mean"), "",
         f"Winner per set (mean over seeds): {winners}", "", beats_peers(means, sets, "MAF"), "",
-        beats_peers(means, sets, "NSF"), "",
-        "## Tails: worst held-out rows", "",
+        beats_peers(means, sets, "NSF"), "", "## Tails: worst held-out rows", "",
         "Minimum per-row held-out log-density (the worst over seeds):", "", *grid("min", np.min), "",
         "1st percentile of per-row held-out log-density (mean over seeds):", "", *grid("p1", np.mean), "",
         (f"Mean log-density of the held-out rows with at least one value outside the training range "
@@ -126,8 +113,8 @@ def plot(records, sets, models, path, limit=10.0):
                         va="top" if g < 0 else "bottom")
     ax.axhline(0, color="k", lw=0.8)
     ax.set_xticks(np.arange(len(sets)), sets)
-    ax.set_ylabel("held-out log-lik. - tuned GMM\n(nats/row, median over seeds)")
-    ax.set_ylim(-limit * 1.1, limit * 1.1)
+    ax.set(ylabel="held-out log-lik. - tuned GMM\n(nats/row, median over seeds)",
+           ylim=(-limit * 1.1, limit * 1.1))
     ax.legend(ncol=3, fontsize=7, loc="upper left")
     report.save(fig, path, dpi=120)
 
@@ -135,25 +122,18 @@ def plot(records, sets, models, path, limit=10.0):
 def main(argv=None):
     p = runner.parser(__doc__, seeds=(0, 1, 2), sets=data.SETS, cache=True)
     p.add_argument("--models", nargs="*", default=list(DEFAULT_MODELS), choices=list(MODELS))
-    p.add_argument("--variant", nargs="+", default=[], metavar="NAME=JSON",
-                   help="extra skflow estimators, e.g. "
-                        '\'MADE bs64={"estimator": "MADEDensity", "batch_size": 64}\'')
     tiny = {"sets": ["breast_cancer"], "models": ["MAF", "NSF", "zuko MAF", "GMM (CV)", "KDE (CV)"]}
     args = runner.parse(p, argv, __name__, tiny=tiny)
-    for spec in args.variant:
-        label, params = spec.split("=", 1)
-        MODELS[label] = variant(json.loads(params))
-        args.models.append(label)
     cache = runner.Cache(args.cache, ("set", "seed", "model"), args.report_only)
     for seed in args.seeds:
         for name in args.sets:
             for model in args.models:
                 cache.run(partial(run_one, name, seed, model, args), set=name, seed=seed, model=model)
     records = cache.select(set=args.sets, model=args.models, seed=args.seeds)
-    write_report(records, args, args.out / f"{args.name}.md")
+    sets = [s for s in args.sets if any(r["set"] == s for r in records)]
+    write_report(records, args, sets)
     if "GMM (CV)" in args.models:
-        plot(records, [s for s in args.sets if any(r["set"] == s for r in records)], args.models,
-             args.out / f"{args.name}.png")
+        plot(records, sets, args.models, args.out / f"{args.name}.png")
 
 
 if __name__ == "__main__":

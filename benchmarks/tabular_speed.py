@@ -88,12 +88,6 @@ def profile_fit(X, epochs, batch_size):
     }
 
 
-def timed(fn, *args, **kwargs):
-    with runner.Timer() as timer:
-        out = fn(*args, **kwargs)
-    return timer.wall, out
-
-
 def main(argv=None):
     p = runner.parser(__doc__)
     p.add_argument("--set", default="magic", choices=data.SETS)
@@ -112,18 +106,19 @@ def main(argv=None):
     X_score = np.resize(X_test, (args.score_rows, X_test.shape[1]))
     makers = {name: make for name, make in contenders(args.batch_size).items() if name in args.contenders}
     # an untimed warm-up fit of one epoch: first-call costs and torch.compile's compilation
-    warm_up = {name: timed(lambda make: make(0, 1).fit(X_train), make)[0] for name, make in makers.items()}
+    warm_up = {name: runner.timed(make(0, 1).fit, X_train)[0].wall for name, make in makers.items()}
     fit_times, fitted = {name: [] for name in makers}, {}
     for repeat in range(args.repeats):
         for name, make in makers.items():
-            seconds, fitted[name] = timed(make(repeat, args.epochs).fit, X_train)
-            fit_times[name].append(seconds)
-            print(f"fit {name} repeat {repeat}: {seconds:.2f} s", flush=True)
+            timer, fitted[name] = runner.timed(make(repeat, args.epochs).fit, X_train)
+            fit_times[name].append(timer.wall)
+            print(f"fit {name} repeat {repeat}: {timer.wall:.2f} s", flush=True)
     score_times, sample_times = {SK: [], ZUKO: []}, {SK: [], ZUKO: []}
     for repeat in range(args.repeats):
         for name, times in score_times.items():
-            times.append(timed(fitted[name].score_samples, X_score)[0])
-            sample_times[name].append(timed(fitted[name].sample, args.sample_rows, random_state=repeat)[0])
+            times.append(runner.timed(fitted[name].score_samples, X_score)[0].wall)
+            timer, _ = runner.timed(fitted[name].sample, args.sample_rows, random_state=repeat)
+            sample_times[name].append(timer.wall)
     fit, score, sample = ({k: float(np.median(v)) for k, v in times.items()}
                           for times in (fit_times, score_times, sample_times))
     lines = [

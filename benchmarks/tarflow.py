@@ -1,12 +1,13 @@
 """TarFlowDensity: bits/dim, guided class-conditional samples, the KV cache, tabular densities.
 
-Parts, on the CPU with one thread (every peer is run here):
+Parts, on the CPU with one thread (every peer is run here); each writes ``tarflow_<part>.md``, and
+they are joined into ``tarflow.md``:
 
-* ``digits``: bits/dim on held-out scikit-learn digits (the split of ``image_density``: 1437 / 360)
-  for an unconditional TarFlow (P-Ch-T-K: patch 2, 64 channels, 4 blocks of 2 layers, a TokenMixing
-  before every block, pixels in logit space; AdamW lr 1e-3, batch 32, at most 60 epochs, patience 10
-  on a 10% validation split) and a GaussianMixture on dequantized pixels. Every model is scored by
-  the bound ``log mean_k p(x + u_k)`` over 4 uniform draws per image.
+* ``digits``: bits/dim on held-out scikit-learn digits (``image_density``'s split: 1437 / 360) of an
+  unconditional TarFlow (P-Ch-T-K: patch 2, 64 channels, 4 blocks of 2 layers, a TokenMixing before
+  every block, pixels in logit space; AdamW lr 1e-3, batch 32, at most 60 epochs, patience 10 on a
+  10% validation split) and of a GaussianMixture on dequantized pixels. Every model is scored by the
+  bound ``log mean_k p(x + u_k)`` over 4 uniform draws per image.
 * ``conditional``: the same TarFlow class-conditional (noise_std=0.05, pixels in [-1, 1], label
   dropout 0.1, samples denoised by one Tweedie step); samples at several guidance weights read by an
   RBF SVM trained on the real training digits; generative classifiers (TarFlow, MAF, Glow, by
@@ -17,14 +18,11 @@ Parts, on the CPU with one thread (every peer is run here):
 * ``tabular``: test log-likelihood (nats, raw units) on ADBench sets (seed-0 split, one token per
   feature), TarFlow beside MAFDensity: defaults except ``max_epochs`` (300 on vowels, 60 on magic),
   ``mixing=False``, and for "1-32-4-1" 32 channels and 1 layer per block.
-* ``mnist``: bits/dim on the MNIST split of ``image_density`` (8000 / 2000) beside a Gaussian:
-  TarFlow with 2x2 patches, 64 channels, 8 blocks of 1 layer, mixing, logit pixels, a cosine decay of
-  lr 1e-3 over 7 epochs, batch 32, patience 5.
-* ``screen``: a short run of one TarFlow variant (``--data``, ``--variant``; see ``SCREEN``), which
-  appends a row to ``tarflow_screen_<data>.md``.
+* ``mnist``: bits/dim on ``image_density``'s MNIST split (8000 / 2000) beside a Gaussian: TarFlow
+  with 2x2 patches, 64 channels, 8 blocks of 1 layer, mixing, logit pixels, a cosine decay of lr 1e-3
+  over 7 epochs, batch 32, patience 5.
 
-Each part writes ``tarflow_<part>.md``; they are joined into ``tarflow.md``. RealNVP, Glow and MAF on
-the same splits, with the same bound, are in ``image_density.md``.
+RealNVP, Glow and MAF on the same splits, with the same bound, are in ``image_density.md``.
 
     OMP_NUM_THREADS=1 python -m benchmarks.tarflow digits conditional cache tabular mnist
 """
@@ -37,7 +35,7 @@ from sklearn.svm import SVC
 from benchmarks.harness import data, peers, report, runner
 from skflow import GlowDensity, MAFDensity, TarFlowDensity, bits_per_dim
 
-PARTS = ("digits", "conditional", "cache", "tabular", "mnist", "screen")
+PARTS = ("digits", "conditional", "cache", "tabular", "mnist")
 CPU = {"random_state": 0, "device": "cpu"}
 DIGITS_TARFLOW = {"n_bins": 17, "patch_size": 2, "channels": 64, "n_blocks": 4, "n_layers": 2, "n_heads": 4,
                   "mixing": True, "logit_alpha": 0.05, "max_epochs": 60, "batch_size": 32, "lr": 1e-3,
@@ -45,46 +43,18 @@ DIGITS_TARFLOW = {"n_bins": 17, "patch_size": 2, "channels": 64, "n_blocks": 4, 
 MNIST_TARFLOW = {"n_bins": 256, "patch_size": 2, "channels": 64, "n_blocks": 8, "n_layers": 1, "mixing": True,
                  "logit_alpha": 0.05, "lr_schedule": "cosine", "max_epochs": 7, "batch_size": 32, "lr": 1e-3,
                  "patience": 5, **CPU}
-#: The paper's TarFlow: no token mixing, pixels in [-1, 1], constant learning rate.
-PLAIN = {"mixing": False, "logit_alpha": None, "lr_schedule": "constant"}
-SCREEN_BASE = {
-    "mnist": {"n_bins": 256, "patch_size": 4, "channels": 64, "n_blocks": 4, "n_layers": 2, "max_epochs": 3,
-              "batch_size": 64, "lr": 1e-3, **PLAIN},
-    "digits": {"n_bins": 17, "patch_size": 2, "channels": 64, "n_blocks": 4, "n_layers": 2, "max_epochs": 60,
-               "batch_size": 64, "lr": 1e-3, **PLAIN},
-}
-ML, B8, COS = {"mixing": True, "logit_alpha": 0.05}, {"n_blocks": 8, "n_layers": 1}, {"lr_schedule": "cosine"}
-#: Screened variants: overrides of ``SCREEN_BASE``.
-SCREEN = {
-    "base": {}, "mix": {"mixing": True}, "logit": {"logit_alpha": 0.05}, "mix_logit": ML,
-    "ml_cos": {**ML, **COS}, "ml_lr2e-3": {**ML, "lr": 2e-3}, "ml_bs32": {**ML, "batch_size": 32},
-    "ml_bs16": {**ML, "batch_size": 16}, "ml_bs32_wd1e-2": {**ML, "batch_size": 32, "weight_decay": 1e-2},
-    "ml_b8l1": {**ML, **B8}, "ml_b8l1_cos": {**ML, **B8, **COS},
-    "ml_b12l1_cos": {**ML, "n_blocks": 12, "n_layers": 1, **COS},
-    "ml_b8l1_ch96_cos": {**ML, **B8, "channels": 96, **COS},
-    "glow_budget_b12l1_bs32_5ep": {**ML, "n_blocks": 12, "n_layers": 1, **COS, "batch_size": 32,
-                                   "max_epochs": 5},
-    "l_b8l1_p2_cos": {"logit_alpha": 0.05, **B8, "patch_size": 2, **COS},
-    "ml_b8l1_p2_cos_bs32_14ep": {**ML, **B8, "patch_size": 2, **COS, "batch_size": 32, "max_epochs": 14},
-    "ml_b8l1_p2_cos": {**ML, **B8, "patch_size": 2, **COS},
-}
-
-
-def timed_fit(model, *fit_args):
-    with runner.Timer() as timer:
-        model.fit(*fit_args)
-    return timer.cpu, timer.wall
+BPD_COLUMNS = ["model", "test bits/dim", "train bits/dim", "epochs", "CPU s", "wall s"]
 
 
 def bpd_rows(models, X_train, X_test, epochs, n_train_scored=None):
+    """One row per model (fitted here): bits/dim on the test and training images, epochs, seconds."""
     rows, fitted = [], {}
     for label, make in models.items():
         model = fitted[label] = runner.shorten(make(), epochs)
-        cpu, wall = timed_fit(model, X_train)
-        rows.append([label, f"{bits_per_dim(model, X_test):.3f}",
-                     f"{bits_per_dim(model, X_train[:n_train_scored]):.3f}", getattr(model, "n_iter_", "-"),
-                     f"{cpu:.0f}", f"{wall:.0f}"])
-        print(rows[-1], flush=True)
+        timer, _ = runner.timed(model.fit, X_train)
+        rows.append(report.show([label, f"{bits_per_dim(model, X_test):.3f}",
+                                 f"{bits_per_dim(model, X_train[:n_train_scored]):.3f}",
+                                 getattr(model, "n_iter_", "-"), f"{timer.cpu:.0f}", f"{timer.wall:.0f}"]))
     return rows, fitted
 
 
@@ -93,8 +63,7 @@ def run_digits(args):
     rows, _ = bpd_rows({"GaussianMixture (full cov., dequantized pixels)": lambda: peers.PixelGMM(17),
                         "TarFlow 2-64-4-2, mixing, logit (unconditional)": lambda: TarFlowDensity(
                             **DIGITS_TARFLOW)}, X_train, X_test, args.epochs)
-    return ["## Digits: bits/dim (lower is better)", "",
-            *report.table(["model", "test bits/dim", "train bits/dim", "epochs", "CPU s", "wall s"], rows)]
+    return ["## Digits: bits/dim (lower is better)", "", *report.table(BPD_COLUMNS, rows)]
 
 
 def run_conditional(args):
@@ -102,18 +71,20 @@ def run_conditional(args):
     flat_train, flat_test = X_train.reshape(len(X_train), -1), X_test.reshape(len(X_test), -1)
     judge = SVC(gamma="scale").fit(flat_train, y_train)
     flow = runner.shorten(TarFlowDensity(**{**DIGITS_TARFLOW, "noise_std": 0.05}), args.epochs)
-    cpu, wall = timed_fit(flow, X_train, y_train)
+    timer, _ = runner.timed(flow.fit, X_train, y_train)
     others = {  # the same class-conditional path (labels as the flow's context) in other skflow flows
-        "MAF generative classifier (5 x MADE 256x2, flat pixels)": (
-            MAFDensity(hidden_features=(256, 256), patience=10, **CPU), flat_train, flat_test),
-        "Glow generative classifier (3 levels x 4 steps, 32 ch.)": (
-            GlowDensity(n_levels=3, n_steps=4, hidden_channels=32, n_blocks=1, max_epochs=60, n_bins=17,
-                        patience=10, **CPU), X_train, X_test)}
-    fits = {name: (*timed_fit(runner.shorten(model, args.epochs), train, y_train), model.n_iter_,
-                   np.mean(model.predict(test) == y_test)) for name, (model, train, test) in others.items()}
+        "MAF": (MAFDensity(hidden_features=(256, 256), patience=10, **CPU), flat_train, flat_test,
+                "5 x MADE 256x2, flat pixels"),
+        "Glow": (GlowDensity(n_levels=3, n_steps=4, hidden_channels=32, n_blocks=1, max_epochs=60, n_bins=17,
+                             patience=10, **CPU), X_train, X_test, "3 levels x 4 steps, 32 ch.")}
+    fitted, others_accuracy = [], {}
+    for name, (model, train, test, size) in others.items():
+        fit, _ = runner.timed(runner.shorten(model, args.epochs).fit, train, y_train)
+        others_accuracy[f"{name} generative classifier ({size})"] = np.mean(model.predict(test) == y_test)
+        fitted.append(f"{name} {model.n_iter_} epochs, {fit.cpu:.0f} s CPU, {fit.wall:.0f} s wall")
     logistic = LogisticRegression(max_iter=5000).fit(flat_train / 16, y_train)
     accuracy = {"TarFlow generative classifier (Bayes rule on log p(x \\| c))": np.mean(
-        flow.predict(X_test) == y_test), **{name: fit[3] for name, fit in fits.items()},
+        flow.predict(X_test) == y_test), **others_accuracy,
         "LogisticRegression on pixels": logistic.score(flat_test / 16, y_test),
         "SVC (RBF) on pixels (the judge)": judge.score(flat_test, y_test)}
     requested, k = np.repeat(np.arange(10), args.per_class), min(8, args.per_class)
@@ -122,32 +93,30 @@ def run_conditional(args):
         samples = flow.sample(len(requested), y=requested, guidance=w, random_state=0)
         read = judge.predict(samples.reshape(len(samples), -1)) == requested
         per_class = " ".join(f"{read[requested == c].mean():.2f}" for c in range(10))
-        rows.append([f"{w:g}", f"{read.mean():.3f}", per_class])
-        print(rows[-1], flush=True)
+        rows.append(report.show([f"{w:g}", f"{read.mean():.3f}", per_class]))
         grids[f"guidance {w:g}"] = np.concatenate([samples[requested == c][:k] for c in range(10)])
     raw = flow.sample(len(requested), y=requested, guidance=0.0, random_state=0, denoise=False)
     raw_read = np.mean(judge.predict(raw.reshape(len(raw), -1)) == requested)
     report.save_grids(args.out / "tarflow_samples_digits.png", grids, k, 16, width=3.6)
-    others_fit = "; ".join(f"{name.split(' generative')[0]} {epochs} epochs, {c:.0f} s CPU, {w:.0f} s wall"
-                           for name, (c, w, epochs, _) in fits.items())
     return ["## Digits: class-conditional samples and generative classification", "",
             (f"Class-conditional TarFlow fitted on {len(X_train)} training digits ({flow.n_iter_} epochs, "
-             f"{cpu:.0f} s CPU, {wall:.0f} s wall); test bits/dim of its marginal (noise-augmented model): "
-             f"{bits_per_dim(flow, X_test):.3f}. {args.per_class} samples per class and guidance weight; "
-             f"without denoising, at w = 0: {raw_read:.3f}. Grids: `tarflow_samples_digits.png`."), "",
+             f"{timer.cpu:.0f} s CPU, {timer.wall:.0f} s wall); test bits/dim of its marginal "
+             f"(noise-augmented model): {bits_per_dim(flow, X_test):.3f}. {args.per_class} samples per class "
+             f"and guidance weight; without denoising, at w = 0: {raw_read:.3f}. Grids: "
+             "`tarflow_samples_digits.png`."), "",
             *report.table(["guidance w", "read as requested class", "per class (0..9)"], rows), "",
             f"Accuracy on the {len(X_test)} held-out digits:", "",
-            *report.table(["classifier", "test accuracy"],
-                          [[name, f"{acc:.3f}"] for name, acc in accuracy.items()]), "",
-            f"The MAF and Glow classifiers: {others_fit}."]
+            *report.table(["classifier", "test accuracy"], [[n, f"{a:.3f}"] for n, a in accuracy.items()]),
+            "",
+            f"The MAF and Glow classifiers: {'; '.join(fitted)}."]
 
 
 def sample_seconds(flow, cache):
     """Seconds to sample 32 rows, and the sample, with the key/value cache on or off."""
     for block in (m for m in flow.modules() if hasattr(m, "use_cache")):
         block.use_cache = cache
-    with runner.Timer() as timer, torch.no_grad():
-        x = flow.sample(32, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        timer, x = runner.timed(flow.sample, 32, generator=torch.Generator().manual_seed(1))
     return timer.wall, x
 
 
@@ -162,9 +131,8 @@ def run_cache(args):
             for block in (m for m in flow.modules() if hasattr(m, "use_cache")):
                 block.out_proj.weight.normal_(0, 0.01)
         (cached, a), (uncached, b) = sample_seconds(flow, True), sample_seconds(flow, False)
-        rows.append([(side // 2) ** 2, f"{cached:.2f}", f"{uncached:.2f}", f"{uncached / cached:.1f}x",
-                     f"{(a - b).abs().max():.1e}"])
-        print(rows[-1], flush=True)
+        rows.append(report.show([(side // 2) ** 2, f"{cached:.2f}", f"{uncached:.2f}",
+                                 f"{uncached / cached:.1f}x", f"{(a - b).abs().max():.1e}"]))
     return ["## Sampling with and without the key/value cache", "",
             f"Image sides {', '.join(map(str, args.sides))}; float32, one CPU thread, one timing each.", "",
             *report.table(["tokens N", "cached s", "uncached s", "speed-up", "max abs difference"], rows)]
@@ -185,10 +153,9 @@ def run_tabular(args):
             if name == "magic" and "default size" in label:
                 continue  # too slow on magic
             model = runner.shorten(make(), args.epochs)
-            cpu, _ = timed_fit(model, X_train)
-            rows.append([f"{name} {X_train.shape}", label, f"{model.score(X_test):.3f}",
-                         f"{model.score(X_train):.3f}", model.n_iter_, f"{cpu:.0f}"])
-            print(rows[-1], flush=True)
+            timer, _ = runner.timed(model.fit, X_train)
+            rows.append(report.show([f"{name} {X_train.shape}", label, f"{model.score(X_test):.3f}",
+                                     f"{model.score(X_train):.3f}", model.n_iter_, f"{timer.cpu:.0f}"]))
     return ["## Tabular densities: TarFlow beside MAF", "",
             *report.table(["set (train shape)", "model", "test log-lik. (nats)", "train log-lik.", "epochs",
                            "CPU s"], rows)]
@@ -202,56 +169,23 @@ def run_mnist(args):
     grids = {label: np.asarray(model.sample(8, random_state=0)).reshape(8, 28, 28)
              for label, model in fitted.items()}
     report.save_grids(args.out / "tarflow_samples_mnist.png", grids, 8, 255, cmap="gray", width=4)
-    return ["## MNIST: bits/dim (lower is better)", "",
-            *report.table(["model", "test bits/dim", "train bits/dim (1000 images)", "epochs", "CPU s",
-                           "wall s"], rows)]
-
-
-def run_screen(args):
-    split = data.mnist_split(args.max_rows) if args.data == "mnist" else data.digits_split(args.max_rows)
-    params = {**SCREEN_BASE[args.data], "patience": 10, **CPU, **SCREEN[args.variant]}
-    model = runner.shorten(TarFlowDensity(**params), args.epochs)
-    cpu, wall = timed_fit(model, split[0])
-    path = args.out / f"tarflow_screen_{args.data}.md"
-    if not path.exists():
-        path.write_text("\n".join([
-            f"## TarFlow variants on {args.data}, short runs (screen)", "",
-            (f"Base settings {SCREEN_BASE[args.data]}, patience 10, random_state 0; each row one call of "
-             f"`python -m benchmarks.tarflow screen --data {args.data} --variant NAME`."), "",
-            *report.table(["variant", "overrides", "test bits/dim", "epochs", "CPU s", "wall s"], [])])
-            + "\n")
-    row = report.table([args.variant, SCREEN[args.variant], f"{bits_per_dim(model, split[1]):.3f}",
-                        model.n_iter_, f"{cpu:.0f}", f"{wall:.0f}"], [])[0]
-    with path.open("a") as f:
-        f.write(row + "\n")
-    print(row, flush=True)
+    columns = [*BPD_COLUMNS[:2], "train bits/dim (1000 images)", *BPD_COLUMNS[3:]]
+    return ["## MNIST: bits/dim (lower is better)", "", *report.table(columns, rows)]
 
 
 def main(argv=None):
-    p = runner.parser(__doc__, sets=data.SETS, default_sets=["vowels", "magic"])
-    p.add_argument("parts", nargs="*", default=[part for part in PARTS if part != "screen"],
-                   help=", ".join(PARTS))
-    p.add_argument("--data", choices=tuple(SCREEN_BASE), default="mnist", help="screen: the data set")
-    p.add_argument("--variant", choices=tuple(SCREEN), default="base", help="screen: the variant")
+    p = runner.parser(__doc__, sets=data.SETS, default_sets=["vowels", "magic"], parts=PARTS)
     p.add_argument("--guidance", type=float, nargs="+", default=[0.0, 1.0, 2.0, 4.0])
     p.add_argument("--per-class", type=int, default=50, help="conditional: samples per class and weight")
     p.add_argument("--sides", type=int, nargs="+", default=[8, 16, 32], help="cache: image sides")
-    tiny = {"parts": ["digits", "conditional", "cache", "tabular", "screen"], "sets": ["breast_cancer"],
-            "data": "digits", "variant": "mix", "guidance": [0.0, 1.0], "per_class": 2, "sides": [4, 8],
-            "max_rows": 100}
+    tiny = {"parts": ["digits", "conditional", "cache", "tabular"], "sets": ["breast_cancer"],
+            "guidance": [0.0, 1.0], "per_class": 2, "sides": [4, 8], "max_rows": 100}
     args = runner.parse(p, argv, __name__, tiny=tiny)
-    if set(args.parts) - set(PARTS):
-        p.error(f"unknown parts {sorted(set(args.parts) - set(PARTS))}; choose from {PARTS}")
     runners = {"digits": run_digits, "conditional": run_conditional, "cache": run_cache,
-               "tabular": run_tabular, "mnist": run_mnist, "screen": run_screen}
+               "tabular": run_tabular, "mnist": run_mnist}
     for part in args.parts:
-        lines = runners[part](args)
-        if lines is not None:
-            report.write(args.out / f"tarflow_{part}.md", lines)
-    done = [args.out / f"tarflow_{part}.md" for part in PARTS if part != "screen"]
-    report.write(args.out / f"{args.name}.md", [
-        *report.header("TarFlowDensity benchmark", args.command, __doc__),
-        *(path.read_text() for path in done if path.exists())])
+        report.write(args.out / f"tarflow_{part}.md", runners[part](args))
+    report.join_parts(args, "TarFlowDensity benchmark", __doc__, PARTS, prefix="tarflow")
 
 
 if __name__ == "__main__":

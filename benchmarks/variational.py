@@ -16,6 +16,7 @@ sample size of the importance weights over the number of draws (ESS, 1 is perfec
 """
 
 import math
+from functools import partial
 
 import numpy as np
 import torch
@@ -28,14 +29,6 @@ SKFLOW_FLOWS = {f"{flow} ({n})": {"flow": flow, "n_transforms": n}
 PEERS = {"mean-field Gaussian": "mean-field", "zuko NSF (3)": "zuko NSF"}
 
 
-# ---------------------------------------------------------------------------------------------- targets
-def gaussian(mean, cov):
-    mean, cov = mean.double(), cov.double()
-    cov_inv = torch.linalg.inv(cov)
-    log_z = 0.5 * float(torch.logdet(2 * math.pi * cov))
-    return (lambda x: -0.5 * (((x - mean) @ cov_inv) * (x - mean)).sum(dim=1)), log_z
-
-
 def random_covariance(n_features, seed):
     """Random rotation of variances log-uniform in [0.1, 10] (condition number 100)."""
     gen = torch.Generator().manual_seed(seed)
@@ -43,31 +36,34 @@ def random_covariance(n_features, seed):
     return (q * torch.logspace(-1, 1, n_features, dtype=torch.float64)) @ q.T
 
 
-def w1(z):
-    return torch.sin(2 * math.pi * z[:, 0] / 4)
+def wave(z):
+    """``z2 - w1(z)``, ``w1(z) = sin(2 pi z1 / 4)``."""
+    return z[:, 1] - torch.sin(2 * math.pi * z[:, 0] / 4)
 
 
 def envelope(z):
     return (z[:, 0] / 4.5) ** 8
 
 
-def u1(z):
-    modes = torch.logaddexp(-0.5 * ((z[:, 0] - 2) / 0.6) ** 2, -0.5 * ((z[:, 0] + 2) / 0.6) ** 2)
-    return -(0.5 * ((z.norm(dim=1) - 2) / 0.4) ** 2 - modes)
+def two_waves(z, shift, scale):
+    """U3 and U4: the wave and a copy shifted by ``shift``, times the envelope."""
+    d = wave(z)
+    return torch.logaddexp(-0.5 * (d / scale) ** 2, -0.5 * ((d + shift) / 0.35) ** 2) - envelope(z)
 
 
-def u2(z):
-    return -(0.5 * ((z[:, 1] - w1(z)) / 0.4) ** 2) - envelope(z)
-
-
-def u3(z):
-    w2, d = 3 * torch.exp(-0.5 * ((z[:, 0] - 1) / 0.6) ** 2), z[:, 1] - w1(z)
-    return torch.logaddexp(-0.5 * (d / 0.35) ** 2, -0.5 * ((d + w2) / 0.35) ** 2) - envelope(z)
-
-
-def u4(z):
-    w3, d = 3 * torch.sigmoid((z[:, 0] - 1) / 0.3), z[:, 1] - w1(z)
-    return torch.logaddexp(-0.5 * (d / 0.4) ** 2, -0.5 * ((d + w3) / 0.35) ** 2) - envelope(z)
+#: Unnormalised log-densities of 2-D points ``z`` (n, 2).
+ENERGIES = {
+    "U1": lambda z: -(0.5 * ((z.norm(dim=1) - 2) / 0.4) ** 2 - torch.logaddexp(
+        -0.5 * ((z[:, 0] - 2) / 0.6) ** 2, -0.5 * ((z[:, 0] + 2) / 0.6) ** 2)),
+    "U2": lambda z: -(0.5 * (wave(z) / 0.4) ** 2) - envelope(z),
+    "U3": lambda z: two_waves(z, 3 * torch.exp(-0.5 * ((z[:, 0] - 1) / 0.6) ** 2), 0.35),
+    "U4": lambda z: two_waves(z, 3 * torch.sigmoid((z[:, 0] - 1) / 0.3), 0.4),
+}
+#: Gaussian targets: (mean, covariance).
+GAUSSIANS = {"gauss2 (rho=0.9)": lambda: (torch.tensor([1.0, -1.0]), torch.tensor([[4.0, 0.9], [0.9, 0.25]])),
+             "gauss8 (cond. 100)": lambda: (torch.linspace(-1, 1, 8, dtype=torch.float64),
+                                                    random_covariance(8, seed=0))}
+TARGETS = (*GAUSSIANS, *ENERGIES)
 
 
 def quadrature_log_z(log_prob, lo=-9.0, hi=9.0, n=1801):
@@ -80,38 +76,31 @@ def quadrature_log_z(log_prob, lo=-9.0, hi=9.0, n=1801):
 
 def target(name):
     """``(log_prob, log Z, d, how log Z was found)`` of a target."""
-    if name == "gauss2 (rho=0.9)":
-        return *gaussian(torch.tensor([1.0, -1.0]), torch.tensor([[4.0, 0.9], [0.9, 0.25]])), 2, "closed form"
-    if name == "gauss8 (cond. 100)":
-        mean = torch.linspace(-1, 1, 8, dtype=torch.float64)
-        return *gaussian(mean, random_covariance(8, seed=0)), 8, "closed form"
-    fn = {"U1": u1, "U2": u2, "U3": u3, "U4": u4}[name]
-    return fn, quadrature_log_z(fn), 2, "quadrature"
+    if name in ENERGIES:
+        return ENERGIES[name], quadrature_log_z(ENERGIES[name]), 2, "quadrature"
+    mean, cov = (a.double() for a in GAUSSIANS[name]())
+    cov_inv = torch.linalg.inv(cov)
+    log_prob = lambda x: -0.5 * (((x - mean) @ cov_inv) * (x - mean)).sum(dim=1)
+    return log_prob, 0.5 * float(torch.logdet(2 * math.pi * cov)), len(mean), "closed form"
 
 
-TARGETS = ("gauss2 (rho=0.9)", "gauss8 (cond. 100)", "U1", "U2", "U3", "U4")
+def as_float32(fn, x):
+    """A target (float64 constants) evaluated on a float32 flow's draws."""
+    return fn(x.double()).to(x.dtype)
 
 
-def as_float32(fn):
-    """Targets are written in float64 constants; evaluate them on float32 flows."""
-    return lambda x: fn(x.double()).to(x.dtype)
-
-
-# ---------------------------------------------------------------------------------------------- methods
 def run_method(method, log_prob, n_features, args):
+    """Fit q to ``exp(log_prob)``: log Z estimate, ELBO, ESS, steps and seconds; and draws from q."""
     torch.manual_seed(0)
-    with runner.Timer() as timer:
-        if method in SKFLOW_FLOWS:
-            model = VariationalDensity(log_prob, n_features, max_steps=args.max_steps, lr=args.lr,
-                                       patience=150, device="cpu", random_state=0, **SKFLOW_FLOWS[method])
-            model.fit()
-        else:
-            model = peers.ReverseKL(PEERS[method], max_steps=args.max_steps, lr=args.lr)
-            model.fit(log_prob, n_features)
     if method in SKFLOW_FLOWS:
+        model = VariationalDensity(log_prob, n_features, max_steps=args.max_steps, lr=args.lr, patience=150,
+                                   device="cpu", random_state=0, **SKFLOW_FLOWS[method])
+        timer, _ = runner.timed(model.fit)
         log_z, ess = model.estimate_log_normalizer(args.draws, random_state=1, return_ess=True)
         samples, elbo = model.sample(args.draws, random_state=1), model.elbo_
     else:
+        model = peers.ReverseKL(PEERS[method], max_steps=args.max_steps, lr=args.lr)
+        timer, _ = runner.timed(model.fit, log_prob, n_features)
         samples, log_w = model.log_weights(args.draws)
         lse = np.logaddexp.reduce(log_w)
         log_z, elbo = lse - math.log(len(log_w)), log_w.mean()
@@ -121,8 +110,8 @@ def run_method(method, log_prob, n_features, args):
 
 
 def plot(samples, targets, path):
-    plt = report.pyplot()
-    methods = list(next(iter(samples.values())))
+    """Per 2-D target: its density and a 2-D histogram of each method's draws, on [-4.5, 4.5]^2."""
+    plt, methods = report.pyplot(), list(next(iter(samples.values())))
     fig, axes = plt.subplots(len(targets), len(methods) + 1, squeeze=False,
                              figsize=(2.0 * (len(methods) + 1), 2.0 * len(targets)))
     edges = np.linspace(-4.5, 4.5, 151)
@@ -133,11 +122,11 @@ def plot(samples, targets, path):
         density = torch.exp(fn(torch.stack([g1.ravel(), g2.ravel()], 1))).reshape(g1.shape)
         axes[i, 0].imshow(density.numpy().T, **box)
         axes[i, 0].set_ylabel(name)
-        for j, method in enumerate(methods):
+        for ax, method in zip(axes[i, 1:], methods):
             s = samples[name][method]
-            axes[i, j + 1].imshow(np.histogram2d(s[:, 0], s[:, 1], bins=[edges, edges])[0].T, **box)
-    for j, title in enumerate(["target exp(log_prob)", *methods]):
-        axes[0, j].set_title(title, fontsize=8)
+            ax.imshow(np.histogram2d(s[:, 0], s[:, 1], bins=[edges, edges])[0].T, **box)
+    for ax, title in zip(axes[0], ["target exp(log_prob)", *methods]):
+        ax.set_title(title, fontsize=8)
     for ax in axes.ravel():
         ax.set(xticks=[], yticks=[])
     report.save(fig, path, dpi=80)
@@ -160,14 +149,13 @@ def main(argv=None):
         samples[name] = {}
         for method in args.methods:
             try:
-                res, samples[name][method] = run_method(method, as_float32(fn), d, args)
+                res, samples[name][method] = run_method(method, partial(as_float32, fn), d, args)
             except runner.Unavailable as error:
                 print(f"skipped {method}: {error}", flush=True)
                 continue
-            rows.append([name, d, f"{log_z:.4f} ({how})", method, f"{res['log_z'] - log_z:+.4f}",
-                         f"{res['elbo'] - log_z:+.4f}", f"{res['ess']:.3f}", res["steps"],
-                         f"{res['time']:.0f}"])
-            print(rows[-1], flush=True)
+            rows.append(report.show([name, d, f"{log_z:.4f} ({how})", method, f"{res['log_z'] - log_z:+.4f}",
+                                     f"{res['elbo'] - log_z:+.4f}", f"{res['ess']:.3f}", res["steps"],
+                                     f"{res['time']:.0f}"]))
         if d == 2:
             shown[name] = fn
     figure = f"variational_densities{args.name.removeprefix('variational')}.png"
@@ -175,8 +163,7 @@ def main(argv=None):
     report.write(args.out / f"{args.name}.md", [
         *report.header("Reverse-KL fitting: log-normalizer error and ELBO", args.command, __doc__),
         (f"max_steps={args.max_steps}, lr={args.lr}, batch 256, seed 0, CPU, one thread; log Z estimated "
-         f"with {args.draws} draws from the fitted q (error = estimate - truth)."),
-        "",
+         f"with {args.draws} draws from the fitted q (error = estimate - truth)."), "",
         *report.table(["target", "d", "true log Z", "method", "log Z error", "ELBO gap", "ESS", "steps",
                        "fit time (s)"], rows), "",
         f"Density plots (histograms of {args.draws} samples): `{figure}`."])

@@ -1,9 +1,9 @@
 """The one registry of peers: what a user would fit instead of skflow, each written once.
 
-:class:`ZukoFlow` is zuko's MAF or NSF (conditional or not) trained by :func:`hand_loop`, the one
-hand-written loop; then scikit-learn densities, outlier detectors (``OUTLIER_PEERS``), mixed-table
-models and conditional densities. Optional packages (zuko, pyod, stepmix, ngboost) are imported when
-a peer is built or fitted; a missing one raises ``runner.Unavailable`` and the runner skips the peer.
+zuko's flows (:class:`ZukoFlow`, trained by :func:`hand_loop`, the one hand-written loop), then
+scikit-learn densities, outlier detectors (``OUTLIER_PEERS``), mixed-table models and conditional
+densities. Optional packages (zuko, pyod, stepmix, ngboost) are imported when a peer is built or
+fitted; a missing one raises ``runner.Unavailable`` and the runner skips the peer.
 """
 
 import copy
@@ -15,7 +15,9 @@ import torch
 from scipy.special import logsumexp
 from scipy.stats import norm
 from sklearn.base import BaseEstimator
-from sklearn.ensemble import IsolationForest
+from sklearn.ensemble import HistGradientBoostingRegressor, IsolationForest
+from sklearn.gaussian_process import GaussianProcessRegressor
+from sklearn.gaussian_process.kernels import RBF, ConstantKernel, WhiteKernel
 from sklearn.mixture import GaussianMixture
 from sklearn.model_selection import GridSearchCV, train_test_split
 from sklearn.neighbors import KernelDensity, LocalOutlierFactor
@@ -34,14 +36,10 @@ def moments(A):
     return A.mean(axis=0), np.where(scale > 1e-12, scale, 1.0)
 
 
-# ------------------------------------------------------------------------------------------- zuko
 def hand_loop(module, epoch_losses, valid_loss=None, *, max_epochs, lr, weight_decay=0.0, patience=20):
-    """The peers' training loop: AdamW on each loss of ``epoch_losses()``, gradient norm clipped to 10.
-
-    After each epoch ``valid_loss()`` (None: no early stopping) is evaluated; training stops after
-    ``patience`` epochs without improvement and the best weights are restored. Returns the number of
-    epochs run. (AdamW without weight decay is Adam.)
-    """
+    """The peers' training loop: AdamW (Adam without weight decay) on each loss of ``epoch_losses()``,
+    gradient norm clipped to 10; stops ``patience`` epochs after the best ``valid_loss()`` (None: no early
+    stopping) and restores the best weights. Returns the number of epochs run."""
     optimizer = torch.optim.AdamW(module.parameters(), lr=lr, weight_decay=weight_decay)
     best, best_state, waited, n_epochs = math.inf, None, 0, 0
     while n_epochs < max_epochs:
@@ -77,9 +75,8 @@ def zuko_flow(flow, features, context=0, n_transforms=5, hidden_features=(128, 1
 class ZukoFlow(BaseEstimator):
     """zuko's MAF or NSF trained by :func:`hand_loop` with skflow's recipe; scores in the units of X.
 
-    Per-column standardisation (its log-determinant added back), a seeded validation split, AdamW,
-    gradient norm clipped to 10, early stopping with the best weights restored; the defaults are
-    skflow's architecture and its ``"auto"`` training settings up to 20,000 rows. ``fit(X, context)``
+    Per-column standardisation (its log-determinant added back), a seeded validation split; the defaults
+    are skflow's architecture and its ``"auto"`` training settings up to 20,000 rows. ``fit(X, context)``
     fits ``p(x | context)`` (standardised context). ``noise``, one value per column (NaN: none), is the
     lower end ``a`` of uniform noise ``U(a, a + 1)`` added to the training rows afresh every epoch.
     """
@@ -101,11 +98,8 @@ class ZukoFlow(BaseEstimator):
         A = (np.asarray(A, float) - mean) / scale
         return torch.as_tensor(A, dtype=torch.float32, device=self.device)
 
-    def _dist(self, context):
-        return self.flow_() if context is None else self.flow_(context)
-
     def _log_prob(self, Z, C):
-        return torch.cat([self._dist(None if C is None else C[i:i + 8192]).log_prob(Z[i:i + 8192])
+        return torch.cat([self.flow_(None if C is None else C[i:i + 8192]).log_prob(Z[i:i + 8192])
                           for i in range(0, len(Z), 8192)])
 
     def _context(self, context):
@@ -129,7 +123,7 @@ class ZukoFlow(BaseEstimator):
                 self._jitter(X[train.cpu().numpy()], rng), self.mean_, self.scale_)
             for batch in torch.randperm(len(train), device=self.device).split(self.batch_size):
                 context = None if C is None else C[train[batch]]
-                yield -self._dist(context).log_prob(Z_train[batch]).mean()
+                yield -self.flow_(context).log_prob(Z_train[batch]).mean()
 
         def valid_loss():
             return -float(self._log_prob(Z_valid, None if C is None else C[valid]).mean())
@@ -149,7 +143,7 @@ class ZukoFlow(BaseEstimator):
         """``(n_samples, n_features)`` draws; given a context ``(n_samples, len(context), n_features)``."""
         torch.manual_seed(random_state)
         with torch.no_grad():
-            Z = self._dist(self._context(context)).sample((n_samples,))
+            Z = self.flow_(self._context(context)).sample((n_samples,))
         return Z.double().cpu().numpy() * self.scale_ + self.mean_
 
 
@@ -198,7 +192,6 @@ class ReverseKL:
                     np.concatenate([(self.log_prob(x) - log_q).double().numpy() for x, log_q in draws]))
 
 
-# --------------------------------------------------------------------------- scikit-learn densities
 class Standardized:
     """A scikit-learn density search fitted on standardised X; scores in the units of X."""
 
@@ -305,7 +298,6 @@ class PixelMAF:
         return np.clip(self.maf.sample(n, random_state=random_state), 0, self.n_bins - 1)
 
 
-# ----------------------------------------------------------------------------------------- outliers
 def pyod(name, scaled=False):
     model = getattr(need(f"pyod.models.{name.lower()}"), name)()
     return make_pipeline(StandardScaler(), model) if scaled else model
@@ -338,7 +330,6 @@ def normality(model, protocol):
     return model.score_samples
 
 
-# ------------------------------------------------------------------------------------- mixed tables
 # fit(codes, C, cardinalities) on discrete codes (n, p) and continuous columns (n, k); score(codes,
 # C_draws) averages the per-row log-likelihood over the dequantization draws C_draws (n_draws, n, k).
 class StepMixPeer:
@@ -424,7 +415,6 @@ class ProductPeer:
                 f"pooled k={pooled}")
 
 
-# ----------------------------------------------------------------------------- conditional p(y | x)
 # fit(X, Y) with Y of shape (n, k); log_density(X, Y), interval(X, coverage), mean(X) and info();
 # a peer without one of them sets it to None.
 def normal_interval(loc, scale, coverage):
@@ -540,9 +530,6 @@ class GPPeer:
         self.seed, self.max_rows = seed, max_rows
 
     def fit(self, X, Y):
-        from sklearn.gaussian_process import GaussianProcessRegressor
-        from sklearn.gaussian_process.kernels import RBF, ConstantKernel, WhiteKernel
-
         if len(X) > self.max_rows:
             raise NotImplementedError(f"GP only for training sets of at most {self.max_rows} rows.")
         self.x_mean_, self.x_scale_ = moments(X)
@@ -582,8 +569,6 @@ class QuantileHGB:
         self.seed, self.coverage = seed, coverage
 
     def fit(self, X, Y):
-        from sklearn.ensemble import HistGradientBoostingRegressor
-
         if Y.shape[1] != 1:
             raise NotImplementedError("Quantile HGB models one target column.")
         self.models_ = [HistGradientBoostingRegressor(loss="quantile", quantile=q, random_state=self.seed)

@@ -66,6 +66,19 @@ def write(path, lines):
     print(text, flush=True)
 
 
+def join_parts(args, title, doc, parts, prefix=None):
+    """Write ``NAME.md``: the header, then every ``PREFIX_<part>.md`` found (PREFIX: ``args.name``)."""
+    paths = [args.out / f"{prefix or args.name}_{part}.md" for part in parts]
+    write(args.out / f"{args.name}.md", [*header(title, args.command, doc),
+                                         *(path.read_text() for path in paths if path.exists())])
+
+
+def show(row):
+    """Print a table row as it is made (a long run shows its progress); return it."""
+    print(row, flush=True)
+    return row
+
+
 def pyplot():
     """matplotlib's pyplot on the Agg backend (no display needed)."""
     import matplotlib

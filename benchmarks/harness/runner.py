@@ -6,6 +6,7 @@ interrupted run resumes and ``--report-only`` rewrites a report without fitting;
 """
 
 import argparse
+import importlib
 import json
 import shlex
 import sys
@@ -30,8 +31,6 @@ class Unavailable(ImportError):
 
 def need(module):
     """Import an optional package of a peer, or raise :class:`Unavailable` with the install hint."""
-    import importlib
-
     try:
         return importlib.import_module(module)
     except ImportError as error:
@@ -46,9 +45,9 @@ def cli(main):
         sys.exit(f"skipped: {error}")
 
 
-def parser(doc, *, seeds=None, sets=None, default_sets=None, cache=False):
+def parser(doc, *, seeds=None, sets=None, default_sets=None, cache=False, parts=None):
     """The common options: ``--tiny``, ``--out``, ``--name``, and where a script has them ``--seeds``,
-    ``--sets``, ``--cache`` and ``--report-only``."""
+    ``--sets``, ``--cache`` and ``--report-only``, and the positional ``parts``."""
     p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--tiny", action="store_true",
                    help="a smoke run of seconds (a few dozen rows, 2 epochs, one seed) into a temporary dir")
@@ -64,6 +63,9 @@ def parser(doc, *, seeds=None, sets=None, default_sets=None, cache=False):
                        help="JSON files of finished runs, all read (for one run the earliest file wins); new "
                             "runs go to the first (default: results/cache/<name>.json)")
         p.add_argument("--report-only", action="store_true", help="write the report from the cache alone")
+    if parts is not None:  # checked in parse: argparse's choices reject any default of nargs="*"
+        p.add_argument("parts", nargs="*", default=list(parts), help=f"any of {', '.join(parts)} (all)")
+        p.set_defaults(all_parts=list(parts))
     return p
 
 
@@ -79,6 +81,8 @@ def parse(p, argv, module, tiny=None, threads=1):
         args.out, args.name = args.out.parent, args.name or args.out.stem
     args.name = args.name or script
     args.max_rows, args.epochs = None, None
+    if not set(getattr(args, "parts", [])) <= set(getattr(args, "all_parts", [])):
+        p.error(f"parts: choose from {', '.join(args.all_parts)}")
     if args.tiny:
         for key, value in {**TINY, **(tiny or {})}.items():
             setattr(args, key, value)
@@ -159,6 +163,13 @@ class Timer:
     def _sync():
         if torch.cuda.is_available() and torch.cuda.is_initialized():
             torch.cuda.synchronize()
+
+
+def timed(fn, *args, **kwargs):
+    """``(timer, fn(*args, **kwargs))``: the call's :class:`Timer` (``.wall``, ``.cpu``) and its result."""
+    with Timer() as timer:
+        out = fn(*args, **kwargs)
+    return timer, out
 
 
 class TimeBudget(Callback):
