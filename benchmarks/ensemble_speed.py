@@ -12,6 +12,10 @@ same splits and dequantized targets), the fit time of the default ``FlowRegresso
 2-layer 16x16 NSFs) against one zuko conditional NSF trained by the hand loop, and both held-out
 log p(y | x).
 
+Part 3 (``--part step``): one training step (forward and backward of a 64-row batch, 12 features),
+five stacked members against one member, for the small NSF and for the default ``MAFDensity()``:
+what stacking saves per step when nothing else (epochs, early stopping) differs.
+
 Timings are wall-clock seconds on one thread; the ratios come from the same run and machine.
 
     OMP_NUM_THREADS=1 python -m benchmarks.ensemble_speed --seeds 0 1 2
@@ -24,7 +28,7 @@ from sklearn.model_selection import train_test_split
 
 from benchmarks import conditional_density
 from benchmarks.harness import data, peers, report, runner
-from skflow import FlowMixture, FlowRegressor, NSFDensity
+from skflow import FlowMixture, FlowRegressor, MAFDensity, NSFDensity
 
 SETS = ["vowels", "cardio", "pendigits"]
 N_ROWS, N_TRAIN = 1250, 1000
@@ -75,6 +79,30 @@ def run_regressor(task, seed, args):
     return record
 
 
+def run_step(name, args):
+    import torch
+
+    from skflow.training.stacked import StackedMembers
+
+    estimator = {"NSF(2, 16x16)": small_nsf(0), "MAFDensity()": MAFDensity()}[name]
+    estimator.table_ = None  # the module builder reads it (no mixed table)
+    modules = [estimator._build_module(12, 0) for _ in range(5)]
+    stack, one, five = StackedMembers(modules), torch.randn(64, 12), torch.randn(5, 64, 12)
+    steps = {
+        "one_ms": lambda: (-modules[0](one).mean()).backward(),
+        "stacked_ms": lambda: (-stack(five).mean(-1).sum()).backward(),
+    }
+    record = {}
+    for key, step in steps.items():
+        for _ in range(5):
+            step()
+        with runner.Timer() as timer:
+            for _ in range(args.steps):
+                step()
+        record[key] = 1e3 * timer.wall / args.steps
+    return record
+
+
 def _column(records, key):
     return np.array([r[key] for r in records], dtype=float)
 
@@ -87,15 +115,34 @@ def stack_report(records, args):
             continue
         one = _column(rs, "one_s")
         paired = _column(rs, "stacked_members") - _column(rs, "one_by_one_members")
-        rows.append([report.seeds_label(name, len(rs)), report.fmt(one, 1), report.fmt(_column(rs, "stacked_s"), 1),
-                     report.fmt(_column(rs, "stacked_s") / one), report.fmt(_column(rs, "one_by_one_s"), 1),
-                     report.fmt(_column(rs, "one_by_one_s") / one),
-                     report.fmt(_column(rs, "stacked_s") / _column(rs, "one_by_one_s")),
-                     report.fmt(_column(rs, "one")), report.fmt(_column(rs, "stacked")),
-                     report.fmt(_column(rs, "one_by_one")), report.fmt(paired, 3)])
-    header = ["set", "one fit (s)", "5 stacked (s)", "stacked / one", "5 one by one (s)", "one by one / one",
-              "stacked / one by one", "one NSF (nats)", "stacked mixture", "one-by-one mixture",
-              "members: stacked - one by one"]
+        rows.append(
+            [
+                report.seeds_label(name, len(rs)),
+                report.fmt(one, 1),
+                report.fmt(_column(rs, "stacked_s"), 1),
+                report.fmt(_column(rs, "stacked_s") / one),
+                report.fmt(_column(rs, "one_by_one_s"), 1),
+                report.fmt(_column(rs, "one_by_one_s") / one),
+                report.fmt(_column(rs, "stacked_s") / _column(rs, "one_by_one_s")),
+                report.fmt(_column(rs, "one")),
+                report.fmt(_column(rs, "stacked")),
+                report.fmt(_column(rs, "one_by_one")),
+                report.fmt(paired, 3),
+            ]
+        )
+    header = [
+        "set",
+        "one fit (s)",
+        "5 stacked (s)",
+        "stacked / one",
+        "5 one by one (s)",
+        "one by one / one",
+        "stacked / one by one",
+        "one NSF (nats)",
+        "stacked mixture",
+        "one-by-one mixture",
+        "members: stacked - one by one",
+    ]
     return report.table(header, rows)
 
 
@@ -105,36 +152,95 @@ def regressor_report(records, args):
         rs = [r for r in records if r["task"] == task]
         if rs:
             ratio = _column(rs, "flow_s") / _column(rs, "zuko_s")
-            rows.append([report.seeds_label(task, len(rs)), rs[0]["n_train"], report.fmt(_column(rs, "flow_s"), 1),
-                         report.fmt(_column(rs, "zuko_s"), 1), report.fmt(ratio), report.fmt(_column(rs, "flow")),
-                         report.fmt(_column(rs, "zuko"))])
-    header = ["task", "n_train", "FlowRegressor() (s)", "zuko NSF (s)", "ratio", "FlowRegressor() (nats)",
-              "zuko NSF (nats)"]
+            rows.append(
+                [
+                    report.seeds_label(task, len(rs)),
+                    rs[0]["n_train"],
+                    report.fmt(_column(rs, "flow_s"), 1),
+                    report.fmt(_column(rs, "zuko_s"), 1),
+                    report.fmt(ratio),
+                    report.fmt(_column(rs, "flow")),
+                    report.fmt(_column(rs, "zuko")),
+                ]
+            )
+    header = [
+        "task",
+        "n_train",
+        "FlowRegressor() (s)",
+        "zuko NSF (s)",
+        "ratio",
+        "FlowRegressor() (nats)",
+        "zuko NSF (nats)",
+    ]
     return report.table(header, rows)
 
 
 def main(argv=None):
     p = runner.parser(__doc__, seeds=[0, 1, 2], sets=SETS, cache=True)
-    p.add_argument("--part", nargs="+", choices=["stack", "regressor"], default=["stack", "regressor"])
-    p.add_argument("--tasks", nargs="+", choices=list(conditional_density.TASKS),
-                   default=list(conditional_density.TASKS))
-    args = runner.parse(p, argv, __name__, tiny={"sets": ["vowels"], "tasks": ["engel"], "max_rows": 120})
+    p.add_argument(
+        "--part", nargs="+", choices=["stack", "regressor", "step"], default=["stack", "regressor", "step"]
+    )
+    p.add_argument("--steps", type=int, default=200, help="training steps timed per model in --part step")
+    p.add_argument(
+        "--tasks", nargs="+", choices=list(conditional_density.TASKS), default=list(conditional_density.TASKS)
+    )
+    args = runner.parse(
+        p, argv, __name__, tiny={"sets": ["vowels"], "tasks": ["engel"], "max_rows": 120, "steps": 3}
+    )
     cache = runner.Cache(args.cache, ["part", "set", "task", "seed"], args.report_only)
-    warm = np.random.default_rng(0).normal(size=(64, 2))  # first-call costs (imports, allocators) out of the timings
+    warm = np.random.default_rng(0).normal(
+        size=(64, 2)
+    )  # first-call costs (imports, allocators) out of the timings
     FlowMixture(small_nsf(0, 2), n_estimators=2, random_state=0).fit(warm)
     lines = report.header("Ensembles of small flows: stacked training", args.command, __doc__)
     if "stack" in args.part:
-        records = [cache.run(partial(run_stack, name, seed, args), part="stack", set=name, task=None, seed=seed)
-                   for name in args.sets for seed in args.seeds]
-        lines += ["## Five NSF(2, 16x16) on 1,000 rows: fit time and held-out log-likelihood (nats/row)", "",
-                  *stack_report([r for r in records if r], args), ""]
+        records = [
+            cache.run(partial(run_stack, name, seed, args), part="stack", set=name, task=None, seed=seed)
+            for name in args.sets
+            for seed in args.seeds
+        ]
+        lines += [
+            "## Five NSF(2, 16x16) on 1,000 rows: fit time and held-out log-likelihood (nats/row)",
+            "",
+            *stack_report([r for r in records if r], args),
+            "",
+        ]
     if "regressor" in args.part:
-        runs = [(task, seed) for task in args.tasks for seed in args.seeds
-                if seed in conditional_density.TASK_SEEDS.get(task, args.seeds)]
-        records = [cache.run(partial(run_regressor, task, seed, args), part="regressor", set=None, task=task,
-                             seed=seed) for task, seed in runs]
-        title = "## Default FlowRegressor against one zuko conditional NSF (hand loop): fit time and log p(y | x)"
+        runs = [
+            (task, seed)
+            for task in args.tasks
+            for seed in args.seeds
+            if seed in conditional_density.TASK_SEEDS.get(task, args.seeds)
+        ]
+        records = [
+            cache.run(
+                partial(run_regressor, task, seed, args), part="regressor", set=None, task=task, seed=seed
+            )
+            for task, seed in runs
+        ]
+        title = (
+            "## Default FlowRegressor against one zuko conditional NSF (hand loop): fit time and log p(y | x)"
+        )
         lines += [title, "", *regressor_report([r for r in records if r], args), ""]
+    if "step" in args.part:
+        rows = []
+        for name in ("NSF(2, 16x16)", "MAFDensity()"):
+            r = cache.run(partial(run_step, name, args), part="step", set=name, task=None, seed=0)
+            if r:
+                rows.append(
+                    [
+                        name,
+                        f"{r['one_ms']:.2f}",
+                        f"{r['stacked_ms']:.2f}",
+                        f"{r['stacked_ms'] / r['one_ms']:.2f}",
+                    ]
+                )
+        lines += [
+            "## One training step: five stacked members against one (ms)",
+            "",
+            *report.table(["model", "one member", "five stacked", "ratio"], rows),
+            "",
+        ]
     report.write(args.out / f"{args.name}.md", lines)
 
 
