@@ -24,6 +24,7 @@ import torch
 
 from benchmarks.harness import data, peers, report, runner
 from skflow import GlowDensity, MAFDensity, TarFlowDensity, bits_per_dim
+from skflow.training import TimeLimit
 
 ZUKO = "zuko MAF + loop"
 
@@ -81,7 +82,7 @@ def mnist_budget(args, device):
     X_train, X_test, _, _ = data.mnist_split(500 if args.tiny else None)
     rows, grids = [], {}
     for name, make in image_models(args, device).items():
-        model = make(runner.TimeBudget(args.budget))
+        model = make(TimeLimit(args.budget))
         timer, _ = runner.timed(model.fit, X_train)
         bits = bits_per_dim(model, X_test)
         sampling, samples = runner.timed(model.sample, 64, random_state=0)

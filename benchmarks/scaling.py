@@ -24,6 +24,7 @@ import numpy as np
 from benchmarks.harness import data, report, runner
 from benchmarks.harness.peers import ZukoFlow
 from skflow import MAFDensity
+from skflow.training import TimeLimit
 
 CONTENDERS = ("skflow default", "skflow base=normal", "zuko MAF + loop", "skflow fixed recipe")
 FIXED = {"batch_size": 64, "lr": 1e-3, "max_epochs": 300, "patience": 20}
@@ -46,7 +47,7 @@ def shuttle_rows(n, seed=0, max_rows=None):
 
 def run(name, n, args, default_settings, seed=0):
     X_train, X_test = shuttle_rows(n, seed, args.max_rows)
-    budget = runner.TimeBudget(args.budget)
+    budget = TimeLimit(args.budget)
     make = {
         "skflow default": lambda: MAFDensity(random_state=seed),
         "skflow base=normal": lambda: MAFDensity(base="normal", random_state=seed),

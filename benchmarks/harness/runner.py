@@ -15,7 +15,6 @@ import time
 from pathlib import Path
 
 import torch
-from skorch.callbacks import Callback
 
 from .data import MissingData
 
@@ -170,19 +169,3 @@ def timed(fn, *args, **kwargs):
     with Timer() as timer:
         out = fn(*args, **kwargs)
     return timer, out
-
-
-class TimeBudget(Callback):
-    """A skorch callback in an estimator's ``callbacks``: end training after the first epoch that ends
-    ``seconds`` after training began (as at the last epoch: early stopping restores the best weights)."""
-
-    def __init__(self, seconds):
-        self.seconds = seconds
-
-    def on_train_begin(self, net, **kwargs):
-        self.start_, self.stopped_ = time.perf_counter(), False
-
-    def on_epoch_end(self, net, **kwargs):
-        if time.perf_counter() - self.start_ >= self.seconds:
-            self.stopped_ = True
-            raise KeyboardInterrupt  # skorch ends the fit as after its last epoch
