@@ -450,17 +450,11 @@ class FlowOutlierDetector(OutlierMixin, BaseEstimator):
         return self.score_samples(X) - self.offset_
 
     def predict(self, X):
-        """Label each row +1 (inlier) or -1 (outlier).
-
-        Parameters
-        ----------
-        X : array-like of shape (n_samples, n_features)
-            Rows to label.
+        """+1 (inlier) where ``decision_function(X) >= 0``, else -1 (outlier); X as in :meth:`score_samples`.
 
         Returns
         -------
         labels : ndarray of shape (n_samples,)
-            +1 where ``decision_function(X) >= 0``, else -1.
         """
         return np.where(self.decision_function(X) >= 0, 1, -1)
 
