@@ -103,3 +103,43 @@ def test_class_conditional_densities_integrate_to_one(make):
         assert abs(np.trapezoid(conditional, grid[:, 0]) - 1) < 0.01
     # the classes are told apart where their clusters lie
     assert est.predict(np.array([[80.0], [130.0]])).tolist() == [0, 1]
+
+
+@pytest.mark.parametrize(
+    "estimator",
+    [
+        lambda: MADEDensity(hidden_features=(8,)),
+        lambda: MADEDensity(hidden_features=(8,), n_components=3),
+        lambda: MAFDensity(n_transforms=1, hidden_features=(8,)),
+        lambda: NSFDensity(n_transforms=1, hidden_features=(8,), base="diagonal"),
+    ],
+    ids=["made", "made-mog", "maf-1-made-mixture", "nsf-1-diagonal"],
+)
+def test_chain_rule_terms_sum_to_the_log_density(estimator):
+    """log_prob_terms splits log p(x) into one term per feature, and term j depends on x_<=j only."""
+    import torch
+
+    est = estimator()
+    est.table_ = None
+    torch.manual_seed(0)
+    model = est._build_module(3, 0).double()
+    for parameter in model.parameters():  # away from the identity start, so the test can fail
+        torch.nn.init.normal_(parameter, std=0.3)
+    x = torch.randn(6, 3, dtype=torch.float64)
+    terms = model.log_prob_terms(x)
+    torch.testing.assert_close(terms.sum(dim=1), model.log_prob(x), rtol=1e-12, atol=1e-12)
+    changed = x.clone()
+    changed[:, 2] += 1.0  # the last column in the natural order: earlier terms must not move
+    torch.testing.assert_close(model.log_prob_terms(changed)[:, :2], terms[:, :2], rtol=1e-12, atol=1e-12)
+
+
+def test_deeper_flows_have_no_per_feature_terms():
+    import torch
+
+    for est in (
+        MAFDensity(n_transforms=2, hidden_features=(8,)),
+        RealNVPDensity(n_transforms=1, hidden_features=(8,)),
+    ):
+        est.table_ = None
+        with pytest.raises(TypeError, match="per-feature"):
+            est._build_module(3, 0).log_prob_terms(torch.randn(2, 3))

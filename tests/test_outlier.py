@@ -371,3 +371,40 @@ def test_verbose_is_ignored_by_an_estimator_without_it():
     np.testing.assert_allclose(
         detector.score_samples(_data()), KernelDensity().fit(_data()).score_samples(_data())
     )
+
+
+# ------------------------------------------------------------------------------------ explanations
+def test_explain_sums_to_the_score_and_its_first_term_is_the_marginal():
+    from scipy.integrate import quad
+
+    from skflow import MADEDensity
+
+    rng = np.random.RandomState(0)
+    x0 = rng.normal(size=400)
+    X = np.c_[x0, x0**2 + 0.3 * rng.normal(size=400)]
+    detector = FlowOutlierDetector(
+        MADEDensity(n_components=4, hidden_features=(32,), max_epochs=40), random_state=0
+    ).fit(X)
+    rows = np.array([[0.5, 0.3], [0.0, 3.0], [-1.0, 1.1]])
+    contributions = detector.explain(rows)
+    assert list(contributions.columns) == ["x0", "x1", "tail_guard"]
+    np.testing.assert_allclose(
+        contributions.sum(axis=1), detector.score_samples(rows), rtol=1e-10, atol=1e-10
+    )
+    assert np.all(np.abs(contributions["tail_guard"]) < 0.01)
+    # the second cell of [0, 3] is what is unusual: 3 given x0 = 0 (where x1 is about 0)
+    assert contributions.loc[1, "x1"] < contributions.loc[1, "x0"] - 2
+    # the first column's term is its marginal log-density: integrate the joint over x1
+    for i, x in enumerate(rows[:, 0]):
+        joint = lambda v, x=x: np.exp(detector.score_samples([[x, v]])[0])
+        marginal = quad(joint, -10, 20, limit=200)[0]
+        assert contributions.loc[i, "x0"] == pytest.approx(np.log(marginal), abs=5e-3)
+
+
+def test_explain_refuses_densities_without_a_per_column_split():
+    X = np.random.RandomState(0).normal(size=(100, 3))
+    detector = FlowOutlierDetector(
+        MAFDensity(n_transforms=2, hidden_features=(8,), max_epochs=2), random_state=0
+    ).fit(X)
+    with pytest.raises(TypeError, match="MADEDensity"):
+        detector.explain(X[:3])

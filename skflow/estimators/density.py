@@ -776,6 +776,45 @@ class FlowDensity(DensityMixin, BaseEstimator):
         """
         return float(np.mean(self.score_samples(X, context=context)))
 
+    def log_conditionals(self, X, *, context=None):
+        """The chain-rule terms ``log p(x_j | x_<j)`` of each row, one per column, in the units of X.
+
+        For a density that is autoregressive in one column order (``MADEDensity``, or a
+        ``MAFDensity`` / ``NSFDensity`` with ``n_transforms=1`` and a base that factorises), its
+        log-density splits exactly into one term per column: column ``j``'s term is the log of its
+        conditional density given the columns before it in the model's order (the natural column
+        order unless ``order="random"``), its scaling Jacobian included. The first column's term
+        is its marginal log-density; a column's term depends on which columns come before it, so
+        another order gives other terms with the same sum. A flow of several layers mixes the
+        orders of its layers and has no such split (a ``TypeError`` says so).
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+        context : array-like of shape (n_samples, n_context_features), default=None
+            For a model fitted with a context.
+
+        Returns
+        -------
+        terms : ndarray of shape (n_samples, n_features)
+            Their sum over columns is the flow's ``log p(x)``; ``score_samples`` differs from it
+            only by the tail guard's ``log((1 - w) + w q(x) / p(x))`` (about -0.001 nats on a
+            typical row).
+        """
+        check_is_fitted(self)
+        if self.table_ is not None or self.classes_ is not None:
+            raise TypeError(
+                "log_conditionals needs a numeric table fitted without class labels (the mixture over "
+                "classes, and categorical columns, have no per-column split here)."
+            )
+        X = self._validate(X, reset=False)
+        context = self._scaled_context(context, len(X), reset=False)
+        Z = self.standardizer_.transform(X)
+        module, dtype = self._scoring_module()
+        terms = lambda n, **batch: module.log_prob_terms(**batch)
+        log_terms = batched(terms, len(Z), self._inference_batch, self._device(), dtype, x=Z, context=context)
+        return log_terms - np.log(self.standardizer_.scale_)
+
     @available_if(_is_conditional)
     def predict_proba(self, X, *, context=None):
         """Class posterior ``p(c | x)`` by Bayes' rule (fitted with ``y`` only).

@@ -417,6 +417,41 @@ class FlowOutlierDetector(OutlierMixin, BaseEstimator):
         X, _ = _as_rows(X)
         return self._score(self._validate(X, reset=False))
 
+    def explain(self, X):
+        """Each column's contribution to each row's score: which cells make a row unlikely.
+
+        The contributions are the chain-rule terms ``log p(x_j | x_<j)`` of the density (see
+        :meth:`skflow.FlowDensity.log_conditionals`), averaged over the copies as the score is:
+        column ``j``'s term is the log-density of its value given the columns before it in the
+        model's order (the natural column order), so a low term marks a cell that is unusual given
+        the ones before it, and the first column's term is its marginal. With another order the
+        terms change, their sum does not. They exist for densities autoregressive in one order:
+        fit the detector with ``MADEDensity(n_components=...)`` (or a one-layer ``MAFDensity`` /
+        ``NSFDensity``) to explain it; the default MAF of several layers raises a ``TypeError``.
+
+        Parameters
+        ----------
+        X : array-like or DataFrame of shape (n_samples, n_features)
+
+        Returns
+        -------
+        contributions : pandas.DataFrame of shape (n_samples, n_features + 1)
+            One column per feature (the training column names, else ``x0``, ``x1``, ...) and
+            ``tail_guard``, the tail guard's share (about -0.001 on a typical row); each row sums
+            exactly to ``score_samples(X)``.
+        """
+        import pandas as pd
+
+        check_is_fitted(self)
+        X, _ = _as_rows(X)
+        X = self._validate(X, reset=False)
+        terms = np.mean([member.log_conditionals(X) for member in self.estimators_], axis=0)
+        names = getattr(self, "feature_names_in_", None)
+        names = [f"x{j}" for j in range(terms.shape[1])] if names is None else list(names)
+        frame = pd.DataFrame(terms, columns=names)
+        frame["tail_guard"] = self._score(X) - terms.sum(axis=1)
+        return frame
+
     def score(self, X, y=None):
         """Mean log-likelihood of the rows of X under the fitted copies (nats per row).
 

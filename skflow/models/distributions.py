@@ -36,6 +36,10 @@ class StandardNormal(nn.Module):
     def log_prob(self, z, context=None):
         return sum_except_batch(-0.5 * z**2 - 0.5 * _LOG_2PI)
 
+    def log_prob_terms(self, z, context=None):
+        """``log p(z_j | z_<j)`` per row and feature, ``(n, n_features)`` (they sum to ``log_prob``)."""
+        return -0.5 * z**2 - 0.5 * _LOG_2PI
+
     def sample(self, n_samples, context=None, generator=None):
         a = self._anchor
         return torch.randn(n_samples, *self.event_shape, generator=generator, device=a.device, dtype=a.dtype)
@@ -50,7 +54,10 @@ class DiagonalNormal(StandardNormal):
         self.log_scale = nn.Parameter(torch.zeros(n_features))
 
     def log_prob(self, z, context=None):
-        return _normal_log_prob(z, self.loc, self.log_scale).sum(dim=1)
+        return self.log_prob_terms(z, context).sum(dim=1)
+
+    def log_prob_terms(self, z, context=None):
+        return _normal_log_prob(z, self.loc, self.log_scale)
 
     def sample(self, n_samples, context=None, generator=None):
         return self.loc + torch.exp(self.log_scale) * super().sample(n_samples, generator=generator)
@@ -68,6 +75,8 @@ class GaussianMixture(StandardNormal):
         self.logits = nn.Parameter(torch.zeros(n_components))
         self.loc = nn.Parameter(torch.randn(n_components, n_features))
         self.log_scale = nn.Parameter(torch.zeros(n_components, n_features))
+
+    log_prob_terms = None  # a mixture over the whole vector does not factorise over features
 
     def log_prob(self, z, context=None):
         per_component = _normal_log_prob(z[:, None, :], self.loc, self.log_scale).sum(dim=2)
@@ -123,9 +132,13 @@ class MADEMixture(StandardNormal):
         return torch.log_softmax(logits, dim=1), loc, soft_clamp(raw, self.max_log_scale)
 
     def log_prob(self, x, context=None):
+        return self.log_prob_terms(x, context).sum(dim=1)
+
+    def log_prob_terms(self, x, context=None):
+        """``log p(x_i | x_<i)`` per row and feature (in the MADE's order), ``(n, n_features)``."""
         log_weights, loc, log_scale = self._mixture_params(x, context)
         per_component = _normal_log_prob(x[:, None, :], loc, log_scale) + log_weights
-        return torch.logsumexp(per_component, dim=1).sum(dim=1)
+        return torch.logsumexp(per_component, dim=1)
 
     def sample(self, n_samples, context=None, generator=None):
         eps = super().sample(n_samples, generator=generator)

@@ -52,6 +52,11 @@ class FlowModel(nn.Module):
     def init_from_data(self, x):
         """Data-dependent initialisation from training rows ``x`` (none by default)."""
 
+    def log_prob_terms(self, x, context=None):
+        """The chain-rule terms ``log p(x_j | x_<j)``, ``(n, n_features)``, for a model that is
+        autoregressive in one order; a ``TypeError`` saying why for any other."""
+        raise TypeError(f"{type(self).__name__} does not factorise into one term per feature.")
+
 
 class Flow(FlowModel):
     """``log p(x | context) = log p_base(T(x)) + log|det dT/dx|``.
@@ -81,6 +86,29 @@ class Flow(FlowModel):
     def log_prob_parts(self, x, context=None, noise=None):
         log_prob = self.log_prob(x, context)
         return torch.zeros_like(log_prob), log_prob
+
+    def log_prob_terms(self, x, context=None):
+        """``log p(x_j | x_<j)`` per feature when the flow is at most one autoregressive layer over a
+        base that factorises in the same order (MADE, MADE MoG, a one-layer MAF or NSF): then
+        ``z_j`` depends on ``x_<j`` only and ``log p(x) = sum_j [log p_base(z_j | z_<j) +
+        log|dz_j/dx_j|]`` term by term. A deeper flow mixes the orders of its layers, so its
+        log-density has no such split."""
+        layers = (
+            list(self.transform.transforms) if hasattr(self.transform, "transforms") else [self.transform]
+        )
+        base_terms = getattr(self.base, "log_prob_terms", None)
+        if len(layers) > 1 or base_terms is None or (layers and not hasattr(layers[0], "forward_terms")):
+            raise TypeError(
+                "This flow has no per-feature chain-rule terms: it needs at most one autoregressive layer "
+                "over a base that factorises (MADEDensity, or MAFDensity/NSFDensity with n_transforms=1 and "
+                f"base 'normal', 'diagonal' or 'made_mixture'); got {len(layers)} layers."
+            )
+        if not layers:
+            return base_terms(x, context)
+        if hasattr(self.base, "made") and not torch.equal(self.base.made.order, layers[0].made.order):
+            raise TypeError("The base's autoregressive order differs from the layer's: no per-feature split.")
+        z, ladj = layers[0].forward_terms(x, context)
+        return base_terms(z, context) + ladj
 
     def sample(self, n_samples, context=None, generator=None):
         """Draw ``n_samples`` from the model (base sample, then inverse)."""

@@ -128,9 +128,13 @@ class MaskedAutoregressive(Transform):
         self.made = MADE(n_features, self.univariate.n_params, hidden_features, order, context_features)
 
     def forward(self, x, context=None):
-        # parameters in x's precision (a no-op unless the MADE ran under bf16 autocast)
-        z, ladj = self.univariate(x, self.made(x, context).to(x.dtype))
+        z, ladj = self.forward_terms(x, context)
         return z, ladj.sum(dim=1)
+
+    def forward_terms(self, x, context=None):
+        """``(z, log|dz_i/dx_i|)`` with the log-derivatives per feature, ``(n, n_features)``."""
+        # parameters in x's precision (a no-op unless the MADE ran under bf16 autocast)
+        return self.univariate(x, self.made(x, context).to(x.dtype))
 
     def inverse(self, z, context=None):
         x = torch.zeros_like(z)
