@@ -325,9 +325,9 @@ def normality(model, protocol):
         return lambda X: last.negative_outlier_factor_
     if protocol == "unsupervised" and hasattr(last, "decision_scores_"):
         return lambda X: -last.decision_scores_
-    if hasattr(last, "decision_scores_"):
-        return lambda X: -model.decision_function(X)
-    return model.score_samples
+    if hasattr(model, "score_samples"):  # scikit-learn's convention (skflow's detector too)
+        return model.score_samples
+    return lambda X: -model.decision_function(X)  # PyOD's: higher is more abnormal
 
 
 # fit(codes, C, cardinalities) on discrete codes (n, p) and continuous columns (n, k); score(codes,
