@@ -223,6 +223,19 @@ class RationalQuadraticSpline(nn.Module):
         numer = d_k1 * xi.square() + 2.0 * s * xi * one_minus + d_k * one_minus.square()
         return 2.0 * torch.log(s) + torch.log(numer) - 2.0 * torch.log(denom)
 
+    def _locate(self, params, v, by_output):
+        """Where ``v`` falls: ``(inside, v clamped to [-B, B], its bin's x_k, w, y_k, h, d_k, d_k1)``.
+
+        ``v`` is an input (``by_output=False``) or an output of the spline. Strict: at +-B the
+        identity tail is exact (value +-B, derivative 1), in both directions.
+        """
+        knots_x, knots_y, derivs = self._unpack(params, v)
+        B = self.bound
+        inside = (v > -B) & (v < B)
+        vc = v.clamp(-B, B)
+        idx = self._bin(knots_y if by_output else knots_x, vc)
+        return inside, vc, self._gather_bin(knots_x, knots_y, derivs, idx)
+
     # ---------------------------------------------------------------- the map
     def forward(self, x, params):
         """Map ``x`` to ``z``; return ``(z, log|dz/dx|)`` elementwise.
@@ -239,13 +252,7 @@ class RationalQuadraticSpline(nn.Module):
         z : torch.Tensor, shape of ``x``
         ladj : torch.Tensor, shape of ``x``
         """
-        knots_x, knots_y, derivs = self._unpack(params, x)
-        B = self.bound
-        # Strict: at +-B the identity tail is exact (value +-B, derivative 1).
-        inside = (x > -B) & (x < B)
-        xc = x.clamp(-B, B)
-        idx = self._bin(knots_x, xc)
-        x_k, w, y_k, h, d_k, d_k1 = self._gather_bin(knots_x, knots_y, derivs, idx)
+        inside, xc, (x_k, w, y_k, h, d_k, d_k1) = self._locate(params, x, by_output=False)
         s = h / w
         xi = self._clamp_unit((xc - x_k) / w)
         xi1 = xi * (1.0 - xi)
@@ -270,13 +277,7 @@ class RationalQuadraticSpline(nn.Module):
         x : torch.Tensor, shape of ``z``
         ladj : torch.Tensor, shape of ``z``
         """
-        knots_x, knots_y, derivs = self._unpack(params, z)
-        B = self.bound
-        # Strict, as in forward: at +-B the identity tail is exact.
-        inside = (z > -B) & (z < B)
-        zc = z.clamp(-B, B)
-        idx = self._bin(knots_y, zc)
-        x_k, w, y_k, h, d_k, d_k1 = self._gather_bin(knots_x, knots_y, derivs, idx)
+        inside, zc, (x_k, w, y_k, h, d_k, d_k1) = self._locate(params, z, by_output=True)
         s = h / w
         u = zc - y_k
         delta = d_k1 + d_k - 2.0 * s
