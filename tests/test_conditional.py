@@ -169,9 +169,27 @@ def test_grid_search_selects_by_conditional_log_likelihood():
 
 
 def _expected_failures(estimator):
-    """Checks that call ``score_samples(X)`` without y: a conditional density needs the targets."""
-    reason = "score_samples(X, y) is log p(y | x) and needs y; the check calls score_samples(X)"
-    return {"check_methods_sample_order_invariance": reason, "check_methods_subset_invariance": reason}
+    """Checks a conditional density with a predictive distribution cannot pass, with the reason."""
+    needs_y = "score_samples(X, y) is log p(y | x) and needs y; the check calls score_samples(X)"
+    distribution = (
+        "the check compares predict_proba's outputs as arrays; predict_proba returns the predictive "
+        "distribution (a FlowDistribution, skpro's convention), and predict, which it also compares, passes"
+    )
+    return {
+        "check_methods_sample_order_invariance": needs_y,
+        "check_methods_subset_invariance": needs_y,
+        "check_regressors_no_decision_function": (
+            "predict_proba is there on purpose: it returns the predictive distribution, as skpro's "
+            "probabilistic regressors do (and NGBoost's pred_dist)"
+        ),
+        "check_estimators_pickle": distribution,
+        "check_estimators_pickle(readonly_memmap=True)": distribution,
+        "check_fit_idempotent": distribution,
+        "check_sample_weight_equivalence_on_dense_data": (
+            "a weight of 2 is not the row repeated for a flow trained by minibatches with early stopping: "
+            "the repeated rows change the validation split, the batches and the epoch length"
+        ),
+    }
 
 
 @parametrize_with_checks(
@@ -264,15 +282,17 @@ def test_bad_n_estimators_is_refused(bad):
 # ----------------------------------------------------------------- shortest intervals
 def test_shortest_interval_holds_the_coverage_and_is_no_wider_than_the_central_one():
     X, y = _data(200)
-    reg = FlowRegressor(MAFDensity(**SMALL), n_estimators=1, n_samples=400, random_state=0).fit(X, y)
+    reg = FlowRegressor(MAFDensity(**SMALL), n_estimators=1, random_state=0).fit(X, y)
     central = reg.predict_interval(X[:20], 0.8)
     shortest = reg.predict_interval(X[:20], 0.8, kind="shortest")
     assert np.all(shortest[:, 1] - shortest[:, 0] <= central[:, 1] - central[:, 0] + 1e-12)
-    draws = reg._draws(X[:20])[:, 0]  # the same seeded draws the intervals came from
-    held = np.mean((draws >= shortest[:, :1]) & (draws <= shortest[:, 1:]), axis=1)
-    assert np.all(held >= 0.8)
+    held = np.diff(reg.predict_proba(X[:20]).cdf(shortest), axis=1)[:, 0]  # the mass between the bounds
+    np.testing.assert_allclose(held, 0.8, atol=1e-9)
 
 
+# the learned spike at 0 drifts off the value 0 for rows beyond the training x (|x| > 2.5): those few rows
+# are reported as unresolved on the grid
+@pytest.mark.filterwarnings("ignore:The predictive density of:UserWarning")
 def test_shortest_interval_is_narrower_and_closer_to_nominal_at_an_edge_point_mass():
     # y = 0 with probability 0.6, else exponential: the true central 90% interval [0, q95] covers 95%,
     # the true shortest one [0, q90] covers exactly 90%
@@ -280,7 +300,7 @@ def test_shortest_interval_is_narrower_and_closer_to_nominal_at_an_edge_point_ma
     X = rng.normal(size=(2800, 1))
     y = np.where(rng.uniform(size=2800) < 0.6, 0.0, rng.exponential(size=2800) * (1 + np.abs(X[:, 0])))
     density = NSFDensity(n_transforms=2, hidden_features=(16, 16))
-    reg = FlowRegressor(density, n_estimators=1, n_samples=500, random_state=0).fit(X[:800], y[:800])
+    reg = FlowRegressor(density, n_estimators=1, random_state=0).fit(X[:800], y[:800])
     central = reg.predict_interval(X[800:], 0.9)
     shortest = reg.predict_interval(X[800:], 0.9, kind="shortest")
     covered = lambda interval: np.mean((interval[:, 0] <= y[800:]) & (y[800:] <= interval[:, 1]))
