@@ -8,7 +8,7 @@ from .estimators.outlier import FlowOutlierDetector
 from .estimators.tabular import IAFDensity, MADEDensity, MAFDensity, NSFDensity, RealNVPDensity
 from .estimators.tarflow import TarFlowDensity
 from .estimators.variational import VariationalDensity
-from .metrics import bits_per_dim, conditional_log_likelihood
+from .metrics import bits_per_dim, conditional_log_likelihood, crps, interval_score
 
 __version__ = "0.2.0"
 
@@ -29,4 +29,6 @@ __all__ = [
     "__version__",
     "bits_per_dim",
     "conditional_log_likelihood",
+    "crps",
+    "interval_score",
 ]

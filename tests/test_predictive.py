@@ -13,7 +13,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from skflow import FlowRegressor, MAFDensity, NSFDensity
-from skflow.estimators import predictive
+from skflow.estimators import quadrature
 from skflow.metrics import crps, interval_score
 
 SMALL = {"hidden_features": (16,), "max_epochs": 100, "random_state": 0}
@@ -174,8 +174,8 @@ def test_narrow_conditionals_are_resolved_by_finer_grids(monkeypatch):
     y = 3 * X[:, 0] + 0.05 * rng.normal(size=400)  # the conditional spread is 1 % of the marginal one
     reg = FlowRegressor(MAFDensity(n_transforms=1, **SMALL), n_estimators=1, random_state=0).fit(X, y)
     with monkeypatch.context() as patch:  # the first grid alone misses the mass, and says so
-        patch.setattr(predictive, "N_LEVELS", 1)
-        patch.setattr(predictive, "N_MOVES", 0)
+        patch.setattr(quadrature, "N_LEVELS", 1)
+        patch.setattr(quadrature, "N_MOVES", 0)
         with pytest.warns(UserWarning, match="instead of 1"):
             reg.predict_proba(X[:3]).mean()
     dist = reg.predict_proba(X[:3])
