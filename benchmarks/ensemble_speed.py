@@ -29,13 +29,17 @@ from sklearn.model_selection import train_test_split
 from benchmarks import conditional_density
 from benchmarks.harness import data, peers, report, runner
 from skflow import FlowMixture, FlowRegressor, MAFDensity, NSFDensity
+from skflow.training.inference import resolve_device
 
 SETS = ["vowels", "cardio", "pendigits"]
 N_ROWS, N_TRAIN = 1250, 1000
 
 
+DEVICE = "cpu"  # main() sets --device
+
+
 def small_nsf(seed, epochs=None):
-    nsf = NSFDensity(n_transforms=2, hidden_features=(16, 16), random_state=seed)
+    nsf = NSFDensity(n_transforms=2, hidden_features=(16, 16), random_state=seed, device=DEVICE)
     return nsf if epochs is None else nsf.set_params(max_epochs=epochs)
 
 
@@ -66,13 +70,14 @@ def run_regressor(task, seed, args):
         return Y if Y.shape[1] > 1 else Y[:, 0]
 
     record = {"n_train": len(X_train)}
-    flow = runner.shorten(FlowRegressor(random_state=seed), args.epochs)
+    flow = runner.shorten(FlowRegressor(small_nsf(None), random_state=seed), args.epochs)
     if args.epochs is not None:
         flow.set_params(estimator=small_nsf(None, args.epochs))
     with runner.Timer() as timer:
         flow.fit(X_train, y(Y_train))
     record.update(flow_s=timer.wall, flow=float(np.mean(flow.score_samples(X_test, y(Y_test)))))
     zuko = peers.ZukoRegressor(seed, max_epochs=args.epochs or 300)
+    zuko.device = DEVICE
     with runner.Timer() as timer:
         zuko.fit(X_train, Y_train)
     record.update(zuko_s=timer.wall, zuko=float(np.mean(zuko.log_density(X_test, Y_test))))
@@ -86,8 +91,9 @@ def run_step(name, args):
 
     estimator = {"NSF(2, 16x16)": small_nsf(0), "MAFDensity()": MAFDensity()}[name]
     estimator.table_ = None  # the module builder reads it (no mixed table)
-    modules = [estimator._build_module(12, 0) for _ in range(5)]
-    stack, one, five = StackedMembers(modules), torch.randn(64, 12), torch.randn(5, 64, 12)
+    modules = [estimator._build_module(12, 0).to(DEVICE) for _ in range(5)]
+    stack = StackedMembers(modules)
+    one, five = torch.randn(64, 12, device=DEVICE), torch.randn(5, 64, 12, device=DEVICE)
     steps = {
         "one_ms": lambda: (-modules[0](one).mean()).backward(),
         "stacked_ms": lambda: (-stack(five).mean(-1).sum()).backward(),
@@ -96,9 +102,12 @@ def run_step(name, args):
     for key, step in steps.items():
         for _ in range(5):
             step()
+        sync = torch.cuda.synchronize if torch.device(DEVICE).type == "cuda" else lambda: None
+        sync()
         with runner.Timer() as timer:
             for _ in range(args.steps):
                 step()
+            sync()
         record[key] = 1e3 * timer.wall / args.steps
     return record
 
@@ -180,6 +189,7 @@ def main(argv=None):
     p.add_argument(
         "--part", nargs="+", choices=["stack", "regressor", "step"], default=["stack", "regressor", "step"]
     )
+    p.add_argument("--device", default="cpu", help='torch device of every model ("auto": CUDA if present)')
     p.add_argument("--steps", type=int, default=200, help="training steps timed per model in --part step")
     p.add_argument(
         "--tasks", nargs="+", choices=list(conditional_density.TASKS), default=list(conditional_density.TASKS)
@@ -187,6 +197,8 @@ def main(argv=None):
     args = runner.parse(
         p, argv, __name__, tiny={"sets": ["vowels"], "tasks": ["engel"], "max_rows": 120, "steps": 3}
     )
+    global DEVICE
+    DEVICE = resolve_device(args.device)
     cache = runner.Cache(args.cache, ["part", "set", "task", "seed"], args.report_only)
     warm = np.random.default_rng(0).normal(
         size=(64, 2)
