@@ -2,6 +2,7 @@
 
 from .estimators.conditional import FlowRegressor
 from .estimators.density import FlowDensity
+from .estimators.imputer import FlowImputer
 from .estimators.image import GlowDensity, RealNVPImageDensity
 from .estimators.mixture import FlowMixture
 from .estimators.outlier import FlowOutlierDetector
@@ -14,6 +15,7 @@ __version__ = "0.2.0"
 
 __all__ = [
     "FlowDensity",
+    "FlowImputer",
     "FlowMixture",
     "FlowOutlierDetector",
     "FlowRegressor",

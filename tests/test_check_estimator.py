@@ -15,6 +15,7 @@ import numpy as np
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from skflow import (
+    FlowImputer,
     FlowMixture,
     FlowOutlierDetector,
     GlowDensity,
@@ -57,6 +58,7 @@ ESTIMATORS = [
     TarFlowDensity(n_blocks=1, n_layers=1, channels=4, n_heads=2, max_epochs=2),
     FlowOutlierDetector(MAFDensity(**STACKED, validation_fraction=0.0)),
     FlowMixture(MAFDensity(**STACKED), n_estimators=2),
+    FlowImputer(MAFDensity(**STACKED), n_draws=16),
     VariationalDensity(
         StandardNormalLogProb(),
         2,

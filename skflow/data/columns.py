@@ -54,7 +54,7 @@ def _categories(column):
         return np.asarray(column.dtype.categories, dtype=object)
     if types.is_bool_dtype(column.dtype):
         return np.array([False, True], dtype=object)
-    return np.asarray(sorted(column.unique(), key=str), dtype=object)
+    return np.asarray(sorted(column.dropna().unique(), key=str), dtype=object)
 
 
 class TableEncoder:
@@ -76,7 +76,6 @@ class TableEncoder:
         self.columns_ = list(df.columns)
         self.dtypes_ = df.dtypes
         self.discrete_ = np.array([_is_discrete(dtype) for dtype in df.dtypes])
-        self._check_missing(df)
         self.categories_ = [_categories(df[c]) for c, d in zip(df.columns, self.discrete_) if d]
         return self
 
@@ -84,19 +83,10 @@ class TableEncoder:
     def cardinalities_(self):
         return [len(c) for c in self.categories_]
 
-    def _check_missing(self, df):
-        missing = [c for c, d in zip(df.columns, self.discrete_) if d and df[c].isna().any()]
-        if missing:
-            raise ValueError(
-                f"Discrete columns {missing} contain missing values; fill them (e.g. with a category of "
-                "their own) or drop those rows."
-            )
-
     def transform(self, df):
-        """Float array ``(n, n_columns)``: continuous values and category codes (-1: unseen)."""
+        """Float array ``(n, n_columns)``: continuous values and category codes (-1: unseen; NaN: missing)."""
         if not isinstance(df, pd.DataFrame) or list(df.columns) != self.columns_:
             raise ValueError(f"X must be a DataFrame with the columns seen in fit: {self.columns_}.")
-        self._check_missing(df)
         out = np.empty((len(df), len(self.columns_)))
         categories = iter(self.categories_)
         for j, (name, discrete) in enumerate(zip(self.columns_, self.discrete_)):
@@ -104,14 +94,15 @@ class TableEncoder:
             if discrete:
                 known = next(categories)
                 lookup = {value: code for code, value in enumerate(known)}
-                out[:, j] = [lookup.get(value, -1) for value in column.astype(object)]
+                codes = [lookup.get(value, -1) for value in column.astype(object)]
+                out[:, j] = np.where(column.isna().to_numpy(), np.nan, codes)
                 continue
             try:
                 values = column.to_numpy(dtype=np.float64, na_value=np.nan)
             except (TypeError, ValueError) as error:
                 raise ValueError(f"Column {name!r} is neither numeric nor discrete: {error}") from None
-            if not np.all(np.isfinite(values)):
-                raise ValueError(f"Column {name!r} contains NaN or infinite values.")
+            if np.isinf(values).any():
+                raise ValueError(f"Column {name!r} contains infinite values.")
             out[:, j] = values
         return out
 
@@ -119,13 +110,13 @@ class TableEncoder:
         """Float array of the continuous values and, per discrete column, one indicator per category.
 
         The encoding of a mixed table used as a *conditioning input* (a context); a category
-        unseen in fit gets all-zero indicators.
+        unseen in fit, or missing, gets all-zero indicators.
         """
         A = self.transform(df)
         parts, categories = [], iter(self.categories_)
         for j, discrete in enumerate(self.discrete_):
             if discrete:
-                codes = A[:, j].astype(np.int64)
+                codes = np.nan_to_num(A[:, j], nan=-1).astype(np.int64)
                 parts.append((codes[:, None] == np.arange(len(next(categories)))[None, :]).astype(np.float64))
             else:
                 parts.append(A[:, j : j + 1])

@@ -80,7 +80,7 @@ def restore_layout(images, layout):
     return images.reshape(len(images), *shape)
 
 
-def validate_layout(estimator, X, *, reset, images="never", image_shape=None):
+def validate_layout(estimator, X, *, reset, images="never", image_shape=None, allow_nan=False):
     """Validate X as rows or images; return flat float64 rows ``(n, n_features)``.
 
     Parameters
@@ -98,6 +98,8 @@ def validate_layout(estimator, X, *, reset, images="never", image_shape=None):
         ``image_shape`` is rows.
     image_shape : tuple of int, default=None
         The estimator's ``image_shape`` parameter (used with ``reset``).
+    allow_nan : bool, default=False
+        Whether rows may hold missing (NaN) cells; infinite values are refused either way.
     """
     ensure = 2 if reset else 1
     shape = image_shape if reset else getattr(estimator, "image_shape_", None)
@@ -105,7 +107,9 @@ def validate_layout(estimator, X, *, reset, images="never", image_shape=None):
     if images != "never" and not hasattr(X, "iloc") and np.asarray(X).ndim in (3, 4):
         stacked, layout = check_images(X, shape, ensure_min_samples=ensure)
         X = stacked.reshape(len(stacked), -1)
-    X = validate_data(estimator, X, dtype=np.float64, reset=reset, ensure_min_samples=ensure)
+    finite = "allow-nan" if allow_nan else True
+    X = validate_data(estimator, X, dtype=np.float64, reset=reset, ensure_min_samples=ensure,
+                      ensure_all_finite=finite)
     if layout is None and (shape is not None or images == "required"):
         layout = check_images(X, shape)[1]
     if reset:

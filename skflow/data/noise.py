@@ -16,6 +16,7 @@ import numpy as np
 
 __all__ = [
     "check_levels",
+    "row_uniforms",
     "scoring_noise",
     "uniform_dequantized_score_samples",
 ]
@@ -29,11 +30,18 @@ def scoring_noise(X, n_draws=1, seed=0):
     scored with it nor on any global random state.
     """
     X = np.ascontiguousarray(X, dtype=np.float64)
-    noise = np.empty((n_draws, *X.shape))
+    return np.moveaxis(row_uniforms(X, (n_draws, *X.shape[1:]), seed), 0, 1)
+
+
+def row_uniforms(X, shape, seed=0):
+    """Uniforms in ``[0, 1)`` of shape ``(len(X), *shape)``: row ``i``'s from a generator seeded by a
+    hash of row ``i``'s values and ``seed`` (see :func:`scoring_noise`)."""
+    X = np.ascontiguousarray(X, dtype=np.float64)
+    out = np.empty((len(X), *shape))
     for i, row in enumerate(X):
         key = int.from_bytes(hashlib.blake2b(row.tobytes(), digest_size=8).digest(), "little")
-        noise[:, i] = np.random.default_rng([key, seed]).random((n_draws, *row.shape))
-    return noise
+        out[i] = np.random.default_rng([key, seed]).random(shape)
+    return out
 
 
 def check_levels(X, n_bins):

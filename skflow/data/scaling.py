@@ -14,6 +14,9 @@ The tabular estimators model ``z = (x - mean_) / scale_``. Since this map is aff
 ``log p(x) = log p(z) - sum(log scale_)`` exactly, so densities come back in
 the units of the X the user passed.
 
+Missing cells (NaN) are left out of every statistic and pass through the map
+as NaN; :meth:`Standardizer.log_det` counts a row's observed cells only.
+
 Integer-valued columns (every value a whole number, at least two distinct
 values) are uniformly dequantized during training: each epoch sees
 ``x + u`` with ``u ~ U(-1/2, 1/2)``. The model is then a continuous density
@@ -40,27 +43,35 @@ POINT_MASS_FRACTION = 0.1
 
 
 def _integer_columns(X):
-    return np.all(X == np.round(X), axis=0)
+    return np.all((X == np.round(X)) | np.isnan(X), axis=0)
 
 
 def _moments(X, weight, axis=None):
-    """Mean and standard deviation of X along ``axis`` (None: all values), rows weighted by ``weight``."""
+    """Mean and standard deviation of X along ``axis`` (None: all values), rows weighted by ``weight``;
+    missing (NaN) cells are left out."""
     if weight is None:
-        return X.mean(axis=axis), X.std(axis=axis)
+        weight = np.ones(len(X))
     if axis is None:
         X, weight = X.ravel(), np.repeat(weight, X.shape[1])
-    mean = np.average(X, axis=axis, weights=weight)
-    return mean, np.sqrt(np.average((X - mean) ** 2, axis=axis, weights=weight))
+    else:
+        weight = np.broadcast_to(weight[:, None], X.shape)
+    weight = np.where(np.isnan(X), 0.0, weight)
+    X = np.nan_to_num(X)
+    total = weight.sum(axis=axis)
+    mean = (X * weight).sum(axis=axis) / total
+    return mean, np.sqrt(((X - mean) ** 2 * weight).sum(axis=axis) / total)
 
 
 def _mode_fractions(X, weight=None):
-    """(Weighted) fraction of rows holding each column's most frequent value."""
+    """(Weighted) fraction of a column's observed rows holding its most frequent value."""
     weight = np.ones(len(X)) if weight is None else weight
     fractions = []
     for column in X.T:
-        _, inverse = np.unique(column, return_inverse=True)
-        fractions.append(np.bincount(inverse.ravel(), weights=weight).max())
-    return np.array(fractions) / weight.sum()
+        observed = ~np.isnan(column)
+        _, inverse = np.unique(column[observed], return_inverse=True)
+        counts = np.bincount(inverse.ravel(), weights=weight[observed])
+        fractions.append(counts.max() / weight[observed].sum())
+    return np.array(fractions)
 
 
 class Standardizer:
@@ -101,8 +112,16 @@ class Standardizer:
         return self
 
     def transform(self, X):
-        """Standardised X (float64); its log|det J| is ``log_det_`` for every row."""
+        """Standardised X (float64); its log|det J| is ``log_det_`` for every row (see :meth:`log_det`)."""
         return np.ascontiguousarray((X - self.mean_) / self.scale_)
+
+    def log_det(self, Z):
+        """``log|det dZ/dX|`` of each row of ``Z``, counting its observed (not NaN) cells only: the
+        Jacobian of the marginal density of the cells a row has. ``log_det_`` for complete rows."""
+        missing = np.isnan(Z)
+        if not missing.any():
+            return np.full(len(Z), self.log_det_)
+        return self.log_det_ + missing @ np.log(self.scale_)
 
     def inverse_transform(self, Z):
         X = Z * self.scale_ + self.mean_
@@ -143,6 +162,10 @@ class GlobalScaler:
 
     def transform(self, X):
         return (X - self.mean_) / self.scale_
+
+    def log_det(self, Z):
+        """``log|det dZ/dX|`` per row (``log_det_`` for every row: images have no missing cells)."""
+        return np.full(len(Z), self.log_det_)
 
     def inverse_transform(self, Z):
         return Z * self.scale_ + self.mean_

@@ -168,6 +168,7 @@ class FlowRegressor(RegressorMixin, BaseEstimator):
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
         tags.target_tags.multi_output = True  # several target columns are modelled jointly
+        tags.input_tags.allow_nan = True  # missing cells of X: see the densities' context
         return tags
 
     estimator: object = field(default=None, kw_only=False)
@@ -182,7 +183,8 @@ class FlowRegressor(RegressorMixin, BaseEstimator):
         cells by the members' ``context_encoder_``)."""
         if is_mixed_table(X) or (not reset and getattr(self, "_mixed_X", False)):
             return check_table(self, X, reset)
-        return validate_data(self, X, reset=reset, dtype=np.float64, ensure_min_samples=2 if reset else 1)
+        return validate_data(self, X, reset=reset, dtype=np.float64, ensure_min_samples=2 if reset else 1,
+                             ensure_all_finite="allow-nan")
 
     def _validate_y(self, y, n_rows):
         """y as a 1-D or 2-D float array of ``n_rows`` rows."""
@@ -203,8 +205,11 @@ class FlowRegressor(RegressorMixin, BaseEstimator):
             Conditioning features. A DataFrame may hold string, category or
             boolean columns: the members one-hot encode them inside their
             context (``context_encoder_``); numeric columns are standardised.
+            Missing cells (NaN) are allowed: each becomes its column's mean
+            plus a missing indicator, so the model fits ``p(y | the cells a
+            row has)`` (see :meth:`skflow.FlowDensity.fit`'s ``context``).
         y : array-like of shape (n_samples,) or (n_samples, n_outputs)
-            Targets; integer-valued columns are dequantized as the density
+            Targets (no missing values); integer-valued columns are dequantized as the density
             estimators do.
         sample_weight : array-like of shape (n_samples,), default=None
             Row weights, passed to every member's fit (a weight of 2 counts

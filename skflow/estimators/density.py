@@ -23,7 +23,7 @@ from numbers import Integral, Real
 
 import numpy as np
 import torch
-from scipy.special import logsumexp, softmax
+from scipy.special import logsumexp, ndtri, softmax
 from sklearn.base import BaseEstimator, DensityMixin, _fit_context, clone
 from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
@@ -34,7 +34,9 @@ from skorch.callbacks import Callback, EarlyStopping
 from skorch.helper import predefined_split
 
 from ..data import Standardizer, check_levels, restore_layout, scoring_noise, validate_layout
+from ..data.noise import row_uniforms
 from ..data.columns import TableEncoder, check_table, is_mixed_table
+from ..data.missing import GaussianProposal, check_missing_rows, fill
 from ..models.distributions import CategoricalMADE
 from ..models.flow import DequantizedFlow, MixedFlow
 from ..training import (
@@ -53,6 +55,10 @@ __all__ = ["TRAINING_DOC", "FlowDensity", "batched", "parameters", "resolve_devi
 
 #: Gradients are clipped to this norm.
 GRADIENT_CLIP = 10.0
+#: Proposal draws per row with missing cells: in each training step, and when scoring
+#: (see :mod:`skflow.data.missing`).
+MISSING_TRAIN_DRAWS = 8
+MISSING_SCORE_DRAWS = 256
 #: Weight and scale of the wide Gaussian mixed into tabular densities (see
 #: :func:`_with_tail_guard`).
 TAIL_WEIGHT = 1e-3
@@ -222,6 +228,8 @@ class FlowDensity(DensityMixin, BaseEstimator):
     _inference_batch = INFERENCE_BATCH
     #: Training rows re-scored after fit to check the model is finite.
     _check_rows = INFERENCE_BATCH
+    #: Whether X may have missing (NaN) cells (tabular densities).
+    _missing = False
 
     _parameter_constraints = {
         "max_epochs": [Interval(Integral, 1, None, closed="left"), StrOptions({"auto"})],
@@ -256,6 +264,11 @@ class FlowDensity(DensityMixin, BaseEstimator):
     random_state: object = None
     verbose: int = 0
     warm_start: bool = False
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.allow_nan = self._missing
+        return tags
 
     # ---------------------------------------------------------------- hooks
     def _build_flow(self, n_features, context_features):
@@ -297,7 +310,8 @@ class FlowDensity(DensityMixin, BaseEstimator):
         if noise == 0 or self.n_context_features_ == 0:
             return None
         n_labels = 0 if self.classes_ is None else len(self.classes_)
-        return [0.0] * n_labels + [noise] * self.n_context_features_
+        n_indicators = len(self.context_missing_)
+        return [0.0] * n_labels + [noise] * self.n_context_features_ + [0.0] * n_indicators
 
     def _context_dropout(self):
         """Probability that a training row's class context is replaced by the null (zero) context."""
@@ -314,10 +328,14 @@ class FlowDensity(DensityMixin, BaseEstimator):
         if getattr(self, "table_", None) is not None:  # a mixed table: values and category codes
             if reset:
                 self.layout_ = self.image_shape_ = None
-            return self.table_.transform(check_table(self, X, reset))
-        X = validate_layout(
-            self, X, reset=reset, images=self._images, image_shape=getattr(self, "image_shape", None)
-        )
+            X = self.table_.transform(check_table(self, X, reset))
+            if not self._missing and np.isnan(X).any():
+                raise ValueError(f"Input X contains NaN; {type(self).__name__} does not take missing values.")
+        else:
+            X = validate_layout(self, X, reset=reset, images=self._images, allow_nan=self._missing,
+                                image_shape=getattr(self, "image_shape", None))
+        if self._missing:
+            check_missing_rows(X)
         if getattr(self, "n_bins", None) is not None:
             check_levels(X, self.n_bins)
         return X
@@ -345,11 +363,16 @@ class FlowDensity(DensityMixin, BaseEstimator):
         standardised by ``context_scaler_``; None when absent.
 
         With ``reset`` the encoder and scaler are fitted (and ``n_context_features_``, the encoded width,
-        set); otherwise a context is required exactly when one was given in fit.
+        set); otherwise a context is required exactly when one was given in fit. Missing context
+        cells (NaN, for densities that take them) become the column's mean, 0, and each column that had
+        any in fit gets an indicator column (``context_missing_``), so the model learns ``p(x | the
+        context cells a row has)`` from rows like it; a column without missing cells in fit is
+        filled with its mean alone.
         """
         if reset:
             self.context_scaler_ = self.context_encoder_ = None
             self.n_context_features_ = 0
+            self.context_missing_ = np.zeros(0, dtype=np.int64)
         if context is None:
             if self.context_scaler_ is not None:
                 raise ValueError(
@@ -363,19 +386,27 @@ class FlowDensity(DensityMixin, BaseEstimator):
             self.context_encoder_ = TableEncoder().fit(context) if is_mixed_table(context) else None
         if self.context_encoder_ is not None:  # strings and categories: one indicator per category
             context = self.context_encoder_.one_hot(context)
-        context = check_array(context, dtype=np.float64, ensure_2d=False, input_name="context")
+        finite = "allow-nan" if self._missing else True
+        context = check_array(context, dtype=np.float64, ensure_2d=False, input_name="context",
+                              ensure_all_finite=finite)
         context = context.reshape(len(context), -1) if context.ndim == 1 else context
         if len(context) != n_samples:
             raise ValueError(f"X has {n_samples} samples but context has {len(context)}.")
         if reset:
             self.context_scaler_ = Standardizer(dequantize=False).fit(context)
             self.n_context_features_ = context.shape[1]
+            self.context_missing_ = np.flatnonzero(np.isnan(context).any(axis=0))
         elif context.shape[1] != self.n_context_features_:
             raise ValueError(
                 f"context has {context.shape[1]} features, but the estimator was fitted with "
                 f"{self.n_context_features_}."
             )
-        return self.context_scaler_.transform(context)
+        scaled = self.context_scaler_.transform(context)
+        if not np.isnan(scaled).any() and not len(self.context_missing_):
+            return scaled
+        # missing context cells: the column's mean (0), and an indicator per column that had any in fit
+        indicators = np.isnan(scaled[:, self.context_missing_]).astype(np.float64)
+        return np.hstack([np.nan_to_num(scaled, nan=0.0), indicators])
 
     def _model_context(self, labels, context):
         """The model's context: the one-hot labels and the scaled context side by side (None if neither)."""
@@ -395,11 +426,13 @@ class FlowDensity(DensityMixin, BaseEstimator):
         return flow if dequantizer is None else DequantizedFlow(flow, dequantizer)
 
     def _make_net(self, module, device, valid_set, seed, member_valid=None):
-        """The skorch net that trains ``module``; ``member_valid`` (x, context, weight) for stacked members."""
+        """The skorch net that trains ``module``; ``member_valid`` (x, context, weight, log_q) for stacked
+        members."""
         settings = self.training_settings_
         callbacks = [("divergence_guard", DivergenceGuard(max_norm=GRADIENT_CLIP))]
         if member_valid is not None:
-            stopper = MemberEarlyStopping(*member_valid, patience=settings["patience"])
+            x, context, weight, log_q = member_valid
+            stopper = MemberEarlyStopping(x, context, weight, patience=settings["patience"], log_q=log_q)
             callbacks.append(("early_stopping", stopper))
         elif valid_set is not None:
             stopper = EarlyStopping(
@@ -437,9 +470,11 @@ class FlowDensity(DensityMixin, BaseEstimator):
             iterator_train__context_noise=self._context_noise_per_feature(),
             iterator_train__context_dropout=self._context_dropout(),
             iterator_train__dequantization_noise=dequantized,
+            iterator_train__missing_draws=MISSING_TRAIN_DRAWS,
             iterator_train__seed=seed,
             iterator_valid=BatchIterator,
             iterator_valid__dequantization_noise=dequantized,
+            iterator_valid__missing_draws=MISSING_TRAIN_DRAWS,
             iterator_valid__seed=seed + 1,
             verbose=int(self.verbose),
             callbacks__print_log__keys_ignored=["valid_loss_members"],
@@ -485,14 +520,15 @@ class FlowDensity(DensityMixin, BaseEstimator):
         device = self._training_device()
         self.training_settings_ = self._settings(len(train))
         rows = lambda index: (Z[index], _take(context, index), _take(weight, index))
-        valid_set = TensorDataset(*rows(valid), device=device) if len(valid) else None
+        proposal = self.proposal_
+        valid_set = TensorDataset(*rows(valid), device=device, proposal=proposal) if len(valid) else None
         with torch.random.fork_rng(devices=[]):
             if warm:  # continue from the fitted weights
                 module = copy.deepcopy(self.net_.module_).train()
             else:
                 module = self._new_module(init_seed, Z[train], context)
             net = self._make_net(module, device, valid_set, loop_seed)
-            net.fit(TensorDataset(*rows(train), device=device), None)
+            net.fit(TensorDataset(*rows(train), device=device, proposal=proposal), None)
         self.net_ = net
         self.history_ = net.history
         self.n_iter_ = len(net.history)
@@ -514,8 +550,22 @@ class FlowDensity(DensityMixin, BaseEstimator):
         context = self._model_context(labels, self._scaled_context(context, len(X), reset=reset))
         weight = _check_weights(sample_weight, X)
         if reset:
+            observed = (~np.isnan(X)).sum(axis=0)
+            if np.any(observed < 2):
+                raise ValueError(
+                    f"Column(s) {np.flatnonzero(observed < 2).tolist()} of X have fewer than 2 observed "
+                    "(non-missing) values: a density cannot be fitted to them; drop those columns."
+                )
             self.standardizer_ = self._make_scaler().fit(X, sample_weight=weight)
-        return self.standardizer_.transform(X), context, weight
+        Z = self.standardizer_.transform(X)
+        if reset:
+            self.proposal_ = self._make_proposal().fit(Z) if self._missing else None
+        return Z, context, weight
+
+    def _make_proposal(self):
+        """The proposal that fills missing cells (:class:`~skflow.data.missing.GaussianProposal`)."""
+        cards = None if self.table_ is None else self.table_.cardinalities_
+        return GaussianProposal(self.standardizer_.discrete_, cards)
 
     def _fitted_labels(self, y, n_samples):
         """One-hot labels of ``y`` among the fitted ``classes_`` (a warm start); None for a model without."""
@@ -576,14 +626,12 @@ class FlowDensity(DensityMixin, BaseEstimator):
         with torch.random.fork_rng(devices=[]):
             modules = [self._new_module(init_seed, Z[train], context) for init_seed, _, train, _ in plans]
         trains, valids = np.stack([plan[2] for plan in plans]), np.stack([plan[3] for plan in plans])
-        tensor = lambda a: None if a is None else torch.as_tensor(a, dtype=torch.float32, device=device)
-        member_valid = None
-        if valids.shape[1]:
-            member_valid = tuple(tensor(_take(a, valids)) for a in (Z, context, weight))
+        member_valid = self._member_valid(Z, context, weight, valids, device, plans[0][1]) if valids.shape[1] else None
         stack = StackedMembers(modules)
         net = self._make_net(stack, device, None, plans[0][1], member_valid)
         with torch.random.fork_rng(devices=[]):
-            net.fit(TensorDataset(Z, context, weight, device=device, members=trains), None)
+            dataset = TensorDataset(Z, context, weight, device=device, members=trains, proposal=self.proposal_)
+            net.fit(dataset, None)
         stack.unstack(modules)
         fitted = {
             key: value for key, value in vars(self).items() if key.endswith("_") and not key.startswith("_")
@@ -600,6 +648,22 @@ class FlowDensity(DensityMixin, BaseEstimator):
             member._scoring_module()
             members.append(member)
         return members
+
+    def _member_valid(self, Z, context, weight, valids, device, seed):
+        """Stacked members' validation rows ``(x, context, weight, log_q)``, shaped ``(K, n_valid, ...)``;
+        rows with missing cells are filled once, with ``MISSING_TRAIN_DRAWS`` fixed draws each."""
+        tensor = lambda a: None if a is None else torch.as_tensor(a, dtype=torch.float32, device=device)
+        x, context, weight = (tensor(_take(a, valids)) for a in (Z, context, weight))
+        dataset = TensorDataset(Z[valids.ravel()], device=device, proposal=self.proposal_)
+        if dataset.missing is None:
+            return x, context, weight, None
+        iterator = BatchIterator(dataset, len(dataset), missing_draws=MISSING_TRAIN_DRAWS, seed=seed + 1)
+        batch, (_, log_q) = next(iter(iterator))
+        draws, n_members = MISSING_TRAIN_DRAWS, len(valids)
+        x = batch["x"].reshape(n_members, -1, Z.shape[1])
+        if context is not None:
+            context = context.repeat_interleave(draws, dim=1)
+        return x, context, weight, log_q.reshape(n_members, -1, draws)
 
     def _check_trained(self, Z, context):
         """Refuse to return a model that cannot score its own training data."""
@@ -646,6 +710,9 @@ class FlowDensity(DensityMixin, BaseEstimator):
         probability over ``n_score_draws`` dequantization draws (an importance-weighted bound) when
         dequantized; ``log P(d) + log p(c | d)`` for a mixed table. ``exact=False`` evaluates the
         trained float32 module instead of the float64 scoring copy (for the finiteness check)."""
+        missing = np.isnan(Z).any(axis=1)
+        if missing.any():
+            return self._marginal_log_prob(Z, context, missing, n_draws, exact)
         module, dtype = self._scoring_module() if exact else (self._module, torch.float32)
         device, size = self._device(), self._inference_batch
         parts = lambda n, **batch: module.log_prob_parts(**batch)
@@ -660,6 +727,53 @@ class FlowDensity(DensityMixin, BaseEstimator):
             draws.append(discrete + _with_tail_guard(continuous, Z[:, columns], weight))
         return logsumexp(draws, axis=0) - np.log(len(draws))
 
+    def _marginal_log_prob(self, Z, context, missing, n_draws=None, exact=True):
+        """:meth:`_log_prob` of rows with missing cells: the importance-weighted estimate of the log-density
+        of their observed cells, with ``MISSING_SCORE_DRAWS`` draws each (complete rows exactly)."""
+        out = np.empty(len(Z))
+        complete = ~missing
+        if complete.any():
+            out[complete] = self._log_prob(Z[complete], _take(context, complete), n_draws, exact)
+        log_joint = lambda filled, ctx: self._log_prob(filled, ctx, n_draws, exact)
+        for index, _, log_p, log_q in self._importance(Z, np.flatnonzero(missing), log_joint, context):
+            out[index] = logsumexp(log_p - log_q, axis=1) - np.log(log_q.shape[1])
+        return out
+
+    def _importance(self, Z, rows, log_joint, context=None, draws=None, seed=0):
+        """Yield ``(index, filled, log p, log q)`` for the rows ``rows`` of ``Z``, a chunk at a time.
+
+        ``filled`` (chunk, draws, d) holds proposal fills of the rows' missing cells (in the flow's
+        units), ``log p`` their joint log-density ``log_joint(filled rows, context)`` and ``log q``
+        the proposal's (both (chunk, draws)): the importance weights of the cells' posterior.
+        """
+        draws = draws or MISSING_SCORE_DRAWS
+        chunk = max(1, self._inference_batch // draws)
+        for start in range(0, len(rows), chunk):
+            index = rows[start : start + chunk]
+            filled, log_q = self._filled(Z[index], draws, seed)
+            ctx = None if context is None else np.repeat(context[index], draws, axis=0)
+            log_p = log_joint(filled.reshape(-1, Z.shape[1]), ctx).reshape(len(index), draws)
+            yield index, filled, log_p, log_q
+
+    def _filled(self, Z, n_draws, seed=0):
+        """``n_draws`` proposal fills of each row of ``Z`` and their ``log q``: ``(n, n_draws, d)``, ``(n, n_draws)``.
+
+        The draws of a row come from a generator seeded by a hash of its values and ``seed`` (as
+        :func:`~skflow.data.scoring_noise` does), so a row's score does not depend on the rows
+        scored with it.
+        """
+        d = Z.shape[1]
+        uniform = row_uniforms(Z, (n_draws, 2 * d + 1), seed)  # normals (by inversion), categories, component
+        # Latin hypercube: each column's draws of a row take one of n_draws equal strata each, which
+        # lowers the variance of the estimate (much so for one missing cell) and leaves it unbiased
+        strata = np.argsort(row_uniforms(Z, (2 * d + 1, n_draws), seed + 1), axis=-1).transpose(0, 2, 1)
+        uniform = (strata + uniform) / n_draws
+        normal = ndtri(np.clip(uniform[..., :d], 1e-12, 1 - 1e-12))
+        tensor = lambda a: torch.as_tensor(a, dtype=torch.float64)
+        factors = self.proposal_.tensors(~np.isnan(Z), "cpu", torch.float64)
+        filled, log_q = fill(tensor(Z), factors["index"], factors, tensor(normal), tensor(uniform[..., d:]))
+        return filled.numpy(), log_q.numpy()
+
     def _joint_log_likelihood(self, X, context=None):
         """``log pi_c + log p(x | c, context)`` per row and class, every Jacobian counted; (n, 1) without classes."""
         check_is_fitted(self)
@@ -673,7 +787,7 @@ class FlowDensity(DensityMixin, BaseEstimator):
             labels = [np.tile(_one_hot(c, n_classes), (len(Z), 1)) for c in range(n_classes)]
             log_prior = np.log(self.class_prior_)
         columns = [self._log_prob(Z, self._model_context(label, context)) for label in labels]
-        return np.stack(columns, axis=1) + log_prior + self.standardizer_.log_det_
+        return np.stack(columns, axis=1) + log_prior + self.standardizer_.log_det(Z)[:, None]
 
     def score_samples(self, X, *, context=None):
         """Log-density of each sample, in the units of X.
@@ -750,6 +864,8 @@ class FlowDensity(DensityMixin, BaseEstimator):
                 "classes, and categorical columns, have no per-column split here)."
             )
         X = self._validate(X, reset=False)
+        if np.isnan(X).any():
+            raise ValueError("log_conditionals needs complete rows: X has missing (NaN) cells.")
         context = self._scaled_context(context, len(X), reset=False)
         Z = self.standardizer_.transform(X)
         module, dtype = self._scoring_module()

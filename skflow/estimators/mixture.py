@@ -105,6 +105,11 @@ class FlowMixture(DensityMixin, BaseEstimator):
     n_jobs: object = None
     verbose: int = 0
 
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.allow_nan = (MAFDensity() if self.estimator is None else self.estimator)._missing
+        return tags
+
     @_fit_context(prefer_skip_nested_validation=False)
     def fit(self, X, y=None, sample_weight=None):
         """Fit the seeded copies to X (each copy validates X as the estimator does).

@@ -18,12 +18,14 @@ import numpy as np
 from joblib import Parallel, delayed
 from scipy.special import betainc, erf
 from sklearn.base import BaseEstimator, OutlierMixin, _fit_context, clone
+from sklearn.utils import get_tags
 from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from sklearn.utils.validation import _check_sample_weight, check_is_fitted, validate_data
 
 from ..data.columns import check_table, is_mixed_table
 from .density import parameters
 from .ensemble import fit_members, member_seeds
+from .imputer import posterior
 from .tabular import MAFDensity
 
 __all__ = ["FlowOutlierDetector"]
@@ -380,7 +382,9 @@ class FlowOutlierDetector(OutlierMixin, BaseEstimator):
         """Numeric rows (reshaped to the training images), or a mixed table passed on as it is."""
         if is_mixed_table(X):  # strings and categories: the density validates and encodes them
             return check_table(self, X, reset)
-        X = validate_data(self, X, dtype=np.float64, reset=reset, ensure_min_samples=2 if reset else 1)
+        finite = "allow-nan" if self._template_tags().input_tags.allow_nan else True
+        X = validate_data(self, X, dtype=np.float64, reset=reset, ensure_min_samples=2 if reset else 1,
+                          ensure_all_finite=finite)
         return X if self.sample_shape_ is None else X.reshape(len(X), *self.sample_shape_)
 
     def _refit_trimmed(self, member, X, sample_weight):
@@ -400,8 +404,31 @@ class FlowOutlierDetector(OutlierMixin, BaseEstimator):
         flagged = np.sum(self._training_weight[self.labels_ == 1])
         self._n_outliers = np.floor(flagged if self.contamination == "auto" else total * self.contamination)
 
+    def _template_tags(self):
+        return get_tags(_default_estimator() if self.estimator is None else self.estimator)
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.allow_nan = self._template_tags().input_tags.allow_nan
+        return tags
+
     def _score(self, X):
-        return np.mean([member.score_samples(X) for member in self.estimators_], axis=0)
+        return np.mean([self._member_score(member, X) for member in self.estimators_], axis=0)
+
+    @staticmethod
+    def _member_score(member, X):
+        """A copy's log-density of complete rows; for a row with missing cells the expected log-density
+        of the completed row under the copy's posterior of those cells, ``E[log p(x_o, x_m) | x_o]``
+        (comparable with complete rows, where the marginal ``log p(x_o)`` of fewer cells is not)."""
+        A = member._validate(X, reset=False) if hasattr(member, "_importance") else None
+        if A is None or not np.isnan(A).any():
+            return member.score_samples(X)
+        scores, complete = np.empty(len(A)), ~np.isnan(A).any(axis=1)
+        if complete.any():
+            scores[complete] = member.score_samples(X.iloc[complete] if hasattr(X, "iloc") else X[complete])
+        for index, _, weight, log_joint in posterior(member, A):
+            scores[index] = np.sum(weight * log_joint, axis=1)
+        return scores
 
     def score_samples(self, X):
         """Mean log-likelihood of each row under the fitted copies.

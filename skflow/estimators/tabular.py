@@ -119,6 +119,7 @@ class _TabularDensity(FlowDensity):
     """The data parameters every tabular density shares (documented in each estimator)."""
 
     _parameter_constraints = _TABULAR_CONSTRAINTS
+    _missing = True
 
     hidden_features: tuple = (128, 128)
     dequantize: object = "auto"

@@ -11,6 +11,8 @@ and ``noise`` when the model takes them), so one loop serves every flow.
 import torch
 from skorch import NeuralNet
 
+from ..data.missing import fill, importance_reduce
+
 __all__ = ["BatchIterator", "FlowNet", "NegativeLogLikelihood", "TensorDataset"]
 
 
@@ -28,13 +30,21 @@ class TensorDataset(torch.utils.data.Dataset):
         For members trained as one stacked module
         (:mod:`skflow.training.stacked`): member ``k`` trains on rows
         ``members[k]``, and batches carry a leading member axis.
+    proposal : skflow.data.missing.GaussianProposal, default=None
+        Fills missing (NaN) cells of ``x`` (see :class:`BatchIterator`); ``missing`` then holds
+        its factors for these rows (None when ``x`` has no NaN).
     """
 
-    def __init__(self, x, context=None, weight=None, device="cpu", dtype=torch.float32, members=None):
+    def __init__(self, x, context=None, weight=None, device="cpu", dtype=torch.float32, members=None,
+                 proposal=None):
         self.x = torch.as_tensor(x, dtype=dtype, device=device)
         self.context = None if context is None else torch.as_tensor(context, dtype=dtype, device=device)
         self.weight = None if weight is None else torch.as_tensor(weight, dtype=dtype, device=device)
         self.members = None if members is None else torch.as_tensor(members, dtype=torch.long, device=device)
+        observed = ~torch.isnan(self.x)
+        self.missing = None
+        if proposal is not None and not bool(observed.all()):
+            self.missing = proposal.tensors(observed.cpu().numpy(), device, dtype)
 
     def __len__(self):
         return len(self.x) if self.members is None else self.members.shape[1]
@@ -66,6 +76,12 @@ class BatchIterator:
 
     With ``dequantization_noise`` the batch also carries ``noise``, uniform in
     ``[0, 1)`` and shaped like ``x``, for a dequantizer inside the model.
+
+    When the dataset has missing (NaN) cells (``dataset.missing``), each row of
+    a batch becomes ``missing_draws`` rows whose missing cells are drawn from
+    the proposal (:func:`skflow.data.missing.fill`), and the batch's target
+    is ``(weight, log_q)``: :class:`NegativeLogLikelihood` then averages each
+    row's draws by importance weights, the MIWAE bound of the observed cells.
     Without shuffling (validation) the generator restarts from ``seed`` each
     epoch, so every epoch is scored on the same noise.
 
@@ -79,6 +95,7 @@ class BatchIterator:
     context_noise : float or array-like of shape (context_features,), default=None
     context_dropout : float, default=0.0
     dequantization_noise : bool, default=False
+    missing_draws : int, default=8
     seed : int, default=0
     num_processes, process_index : int, default=1, 0
         Data-parallel training (see :mod:`skflow.training.parallel`): every
@@ -98,6 +115,7 @@ class BatchIterator:
         context_noise=None,
         context_dropout=0.0,
         dequantization_noise=False,
+        missing_draws=8,
         seed=0,
         num_processes=1,
         process_index=0,
@@ -109,6 +127,7 @@ class BatchIterator:
         self.context_noise = self._per_feature(context_noise)
         self.context_dropout = context_dropout
         self.dequantization_noise = dequantization_noise
+        self.missing_draws = missing_draws
         self.seed = seed
         self._generator = None
 
@@ -163,7 +182,10 @@ class BatchIterator:
         batch = {"x": x}
         if context is not None:
             batch["context"] = context
-        if self.dequantization_noise:
+        missing = self.dataset.missing
+        if missing is not None:
+            batch["pattern"] = missing["index"] if order is None else missing["index"][order]
+        elif self.dequantization_noise:
             batch["noise"] = torch.rand(x.shape, generator=rng, device=x.device, dtype=x.dtype)
         start = 0
         for size in _split_sizes(n, len(self)):
@@ -171,8 +193,26 @@ class BatchIterator:
             first = start + sum(parts[: self.process_index])
             stop = first + parts[self.process_index]
             rows = slice(first, stop) if members is None else (slice(None), slice(first, stop))
-            yield {key: value[rows] for key, value in batch.items()}, None if weight is None else weight[rows]
+            part = {key: value[rows] for key, value in batch.items()}
+            target = None if weight is None else weight[rows]
+            if missing is not None:
+                part, target = self._filled(part, target, missing, rng)
+            yield part, target
             start += size
+
+    def _filled(self, batch, weight, missing, rng):
+        """The batch with each row's missing cells drawn ``missing_draws`` times; target ``(weight, log_q)``."""
+        x, k = batch.pop("x"), self.missing_draws
+        shape = (*x.shape[:-1], k, x.shape[-1])
+        normal = torch.randn(shape, generator=rng, device=x.device, dtype=x.dtype)
+        uniform = torch.rand((*shape[:-1], shape[-1] + 1), generator=rng, device=x.device, dtype=x.dtype)
+        filled, log_q = fill(x, batch.pop("pattern"), missing, normal, uniform)
+        out = {"x": filled.flatten(-3, -2)}
+        if "context" in batch:
+            out["context"] = batch["context"].repeat_interleave(k, dim=-2)
+        if self.dequantization_noise:
+            out["noise"] = torch.rand(out["x"].shape, generator=rng, device=x.device, dtype=x.dtype)
+        return out, (weight, log_q)
 
 
 def _split_sizes(n, n_batches):
@@ -186,7 +226,9 @@ class NegativeLogLikelihood:
 
     With per-row ``weight`` (the batch's "target", as the iterator yields it)
     the mean is weighted: ``-sum(w log p) / sum(w)``, so a row of weight 2
-    counts exactly as the row twice.
+    counts exactly as the row twice. A target ``(weight, log_q)`` marks
+    ``K`` filled draws per row (:class:`BatchIterator`): each row's log-density
+    is then their importance-weighted average (``log mean_k p_k / q_k``).
 
     ``log_prob`` has shape ``(n,)``, or ``(n_members, n)`` for stacked
     members: each member's mean is its own loss, so the sum gives every
@@ -196,6 +238,9 @@ class NegativeLogLikelihood:
     """
 
     def __call__(self, log_prob, weight=None):
+        if isinstance(weight, tuple):  # rows with missing cells, drawn K times: (weight, log q)
+            weight, log_q = weight
+            log_prob = importance_reduce(log_prob, log_q)
         if weight is None:
             return -log_prob.mean(dim=-1).sum()
         return -((log_prob * weight).sum(dim=-1) / weight.sum(dim=-1)).sum()

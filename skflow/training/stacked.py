@@ -21,6 +21,8 @@ from skorch.callbacks import Callback
 from torch import nn
 from torch.func import functional_call, stack_module_state, vmap
 
+from ..data.missing import importance_reduce
+
 __all__ = ["MemberEarlyStopping", "StackedMembers"]
 
 
@@ -100,10 +102,14 @@ class MemberEarlyStopping(Callback):
     patience : int
     batch_size : int, default=8192
         Rows per member evaluated at once.
+    log_q : tensor of shape (K, n_valid, n_draws) or None
+        For rows with missing cells: ``x`` and ``context`` then hold ``n_draws``
+        filled copies of each row (consecutive), and ``log_q`` their proposal
+        log-densities (see :func:`skflow.data.missing.fill`).
     """
 
-    def __init__(self, x, context, weight, patience, batch_size=8192):
-        self.x, self.context, self.weight = x, context, weight
+    def __init__(self, x, context, weight, patience, batch_size=8192, log_q=None):
+        self.x, self.context, self.weight, self.log_q = x, context, weight, log_q
         self.patience, self.batch_size = patience, batch_size
 
     def on_train_begin(self, net, **kwargs):
@@ -118,13 +124,18 @@ class MemberEarlyStopping(Callback):
     def _losses(self, module):
         was_training = module.training
         module.eval()
-        weight = torch.ones(self.x.shape[:2], device=self.x.device) if self.weight is None else self.weight
+        draws = 1 if self.log_q is None else self.log_q.shape[-1]
+        n_rows = self.x.shape[1] // draws
+        weight = torch.ones(self.x.shape[0], n_rows, device=self.x.device) if self.weight is None else self.weight
         total = torch.zeros(module.n_members, dtype=torch.float64, device=self.x.device)
-        for start in range(0, self.x.shape[1], self.batch_size):
-            stop = start + self.batch_size
-            context = None if self.context is None else self.context[:, start:stop]
-            log_prob = module(self.x[:, start:stop], context).double()
-            total += (log_prob * weight[:, start:stop]).sum(1)
+        for start in range(0, n_rows, self.batch_size):
+            stop = min(start + self.batch_size, n_rows)
+            rows = slice(start * draws, stop * draws)
+            context = None if self.context is None else self.context[:, rows]
+            log_prob = module(self.x[:, rows], context)
+            if self.log_q is not None:
+                log_prob = importance_reduce(log_prob, self.log_q[:, start:stop])
+            total += (log_prob.double() * weight[:, start:stop]).sum(1)
         module.train(was_training)
         return -total / weight.double().sum(1)
 
