@@ -72,11 +72,12 @@ def split_task(name, seed, max_rows=None):
 
 
 class Flow:
-    """A FlowRegressor in the peers' interface; ``estimator=None`` is ``FlowRegressor()``, any other
-    estimator is fitted as ``n_estimators`` flows (1 unless the name says ``xK``)."""
+    """A FlowRegressor in the peers' interface: ``FlowRegressor()`` where ``make()`` is None, else
+    ``n_estimators`` flows of the estimator ``make()``."""
 
-    def __init__(self, estimator, seed, n_estimators=1, **options):
-        options = options if estimator is None else {**options, "n_estimators": n_estimators}
+    def __init__(self, make, n_estimators, seed):
+        estimator = make()
+        options = {} if estimator is None else {"n_estimators": n_estimators}
         self.model = FlowRegressor(estimator, random_state=seed, **options)
 
     def fit(self, X, Y):
@@ -104,30 +105,23 @@ def maf64():
     return MAFDensity(hidden_features=(64, 64), base="normal")
 
 
-FLOWS = {  # name -> (estimator or None, n_estimators, FlowRegressor options)
-    "Flow default": (lambda: None, 1, {}), "Flow NSF 3x32": (lambda: nsf(3, 32), 1, {}),
-    "Flow NSF 5x64": (lambda: nsf(5, 64), 1, {}), "Flow MAF": (maf64, 1, {}),
-    "Flow NSF 3x32 x5": (lambda: nsf(3, 32), 5, {}), "Flow NSF 3x32 x10": (lambda: nsf(3, 32), 10, {}),
-    "Flow NSF 5x64 x5": (lambda: nsf(5, 64), 5, {}),
-    "Flow NSF 3x32 wd1e-2": (lambda: nsf(3, 32, weight_decay=1e-2), 1, {}),
-    "Flow NSF 3x32 4 bins": (lambda: nsf(3, 32, spline_bins=4), 1, {}),
-    "Flow NSF 3x32 val 0.2": (lambda: nsf(3, 32, validation_fraction=0.2, patience=30), 1, {}),
-    "Flow NSF 2x16": (lambda: nsf(2, 16), 1, {}), "Flow NSF 2x16 x5": (lambda: nsf(2, 16), 5, {}),
-    "Flow NSF 2x16 x10": (lambda: nsf(2, 16), 10, {}), "Flow NSF 1x16 x5": (lambda: nsf(1, 16), 5, {}),
-    "Flow NSF 2x16 wd1 x5": (lambda: nsf(2, 16, weight_decay=1.0), 5, {}),
-    "Flow NSF 3x32 4 bins x5": (lambda: nsf(3, 32, spline_bins=4), 5, {}),
-    "Flow NSF 2x16 4 bins x5": (lambda: nsf(2, 16, spline_bins=4), 5, {}),
-    **{f"Flow NSF 2x16 x5 xnoise {noise}": (lambda: nsf(2, 16), 5, {"feature_noise": noise})
-       for noise in (0.1, 0.2, 0.4)},
-    "Flow MAF x5": (maf64, 5, {}), "Flow MAF x5 xnoise 0.2": (maf64, 5, {"feature_noise": 0.2}),
+FLOWS = {  # name -> (estimator factory, n_estimators)
+    "Flow default": (lambda: None, 1), "Flow NSF 3x32": (lambda: nsf(3, 32), 1),
+    "Flow NSF 5x64": (lambda: nsf(5, 64), 1), "Flow MAF": (maf64, 1),
+    "Flow NSF 3x32 x5": (lambda: nsf(3, 32), 5),
+    "Flow NSF 3x32 wd1e-2": (lambda: nsf(3, 32, weight_decay=1e-2), 1),
+    "Flow NSF 3x32 4 bins": (lambda: nsf(3, 32, spline_bins=4), 1),
+    "Flow NSF 3x32 val 0.2": (lambda: nsf(3, 32, validation_fraction=0.2, patience=30), 1),
+    "Flow NSF 2x16": (lambda: nsf(2, 16), 1), "Flow NSF 2x16 x5": (lambda: nsf(2, 16), 5),
+    "Flow NSF 2x16 x10": (lambda: nsf(2, 16), 10), "Flow NSF 1x16 x5": (lambda: nsf(1, 16), 5),
+    "Flow NSF 2x16 wd1 x5": (lambda: nsf(2, 16, weight_decay=1.0), 5),
+    "Flow NSF 3x32 4 bins x5": (lambda: nsf(3, 32, spline_bins=4), 5),
+    "Flow NSF 2x16 4 bins x5": (lambda: nsf(2, 16, spline_bins=4), 5),
 }
-METHODS = {
-    **{name: partial(lambda seed, spec: Flow(spec[0](), seed, spec[1], **spec[2]), spec=spec)
-       for name, spec in FLOWS.items()},
-    "zuko NSF": peers.ZukoRegressor, "NGBoost": peers.NGBoostPeer,
-    "NGBoost (val. stop)": partial(peers.NGBoostPeer, early_stopping=True, n_estimators=2000),
-    "GMM (BIC)": peers.ConditionalGMM, "GP": peers.GPPeer, "HGB quantile": peers.QuantileHGB,
-}
+METHODS = {**{name: partial(Flow, *spec) for name, spec in FLOWS.items()},
+           "zuko NSF": peers.ZukoRegressor, "NGBoost": peers.NGBoostPeer,
+           "NGBoost (val. stop)": partial(peers.NGBoostPeer, early_stopping=True, n_estimators=2000),
+           "GMM (BIC)": peers.ConditionalGMM, "GP": peers.GPPeer, "HGB quantile": peers.QuantileHGB}
 DEFAULT_METHODS = ["Flow default", "Flow NSF 3x32", "Flow NSF 5x64", "Flow MAF", "zuko NSF", "NGBoost",
                    "NGBoost (val. stop)", "GMM (BIC)", "GP", "HGB quantile"]
 DEFAULT = "Flow default"
@@ -159,8 +153,7 @@ def run_one(task, seed, method, args):
               "n_targets": Y_train.shape[1], "notes": notes}
     model = shorten(METHODS[method](seed), args.epochs)
     try:
-        with runner.Timer() as timer:
-            model.fit(X_train, Y_train)
+        timer, _ = runner.timed(model.fit, X_train, Y_train)
     except NotImplementedError as error:
         return {**record, "skipped": str(error)}
     record.update(fit_s=timer.wall, info=model.info())
@@ -174,9 +167,8 @@ def run_one(task, seed, method, args):
                           mean_atom=float(np.mean(log_density[atom])),
                           mean_rest=float(np.mean(log_density[~atom])))
     if model.interval is not None and Y_train.shape[1] == 1:
-        with runner.Timer() as timer:
-            record.update(covered(model.interval(X_test, COVERAGE), Y_test[:, 0]))
-        record["interval_s"] = timer.wall
+        timer, interval = runner.timed(model.interval, X_test, COVERAGE)
+        record.update(covered(interval, Y_test[:, 0]), interval_s=timer.wall)
         if isinstance(model, Flow):  # the shortest intervals, beside the central ones
             shortest = covered(model.interval(X_test, COVERAGE, kind="shortest"), Y_test[:, 0])
             record.update({f"{k}_shortest": v for k, v in shortest.items()})
@@ -302,7 +294,7 @@ def plot_engel(path_density, path_intervals, epochs, seed=0):
     """Two figures on engel's seed-0 split: densities at four incomes, and 90% intervals against income."""
     plt = report.pyplot()
     X_train, X_test, Y_train, Y_test, _ = split_task("engel", seed)
-    flow = shorten(Flow(None, seed), epochs).fit(X_train, Y_train)
+    flow = shorten(METHODS[DEFAULT](seed), epochs).fit(X_train, Y_train)
     ngb = shorten(peers.NGBoostPeer(seed), epochs).fit(X_train, Y_train)
     hgb = peers.QuantileHGB(seed).fit(X_train, Y_train)
     X_all, Y_all = np.vstack([X_train, X_test]), np.vstack([Y_train, Y_test])

@@ -30,7 +30,6 @@ SKFLOW = {  # name -> (MAFDensity parameters or None for the default detector, d
     "skflow": (None, {}), "skflow-plain": ({}, {}), "skflow-pm0.2": ({"point_mass_noise": 0.2}, {}),
     "skflow-normal": ({"base": "normal"}, {}),
     "skflow-normal-pm": ({"base": "normal", "point_mass_noise": 0.4}, {}),
-    "skflow-trim": (None, {"trim": 0.1}), "skflow-ens3": (None, {"n_estimators": 3}),
     "skflow-ens5": (None, {"n_estimators": 5}),  # its records also hold the copies' exact-mixture AUC
     # faster densities for the default (issue #19: median fit+score <= 10 s)
     "skflow-3x64": ({"point_mass_noise": 0.4, "n_transforms": 3, "hidden_features": (64, 64)}, {}),
@@ -51,19 +50,15 @@ def detector(method, seed, protocol):
 
 
 def split(y, protocol, seed, max_train):
-    """(train rows, test rows) of one seed of one protocol."""
-    rng = np.random.RandomState(seed)
+    """(train rows, test rows) of one seed of one protocol (unsupervised: the same rows)."""
+    rng, train, test = np.random.RandomState(seed), np.arange(len(y)), None
     if protocol == "semi-supervised":
         normal = rng.permutation(np.flatnonzero(y == 0))
         half = len(normal) // 2
         train, test = normal[:half], np.concatenate([normal[half:], np.flatnonzero(y == 1)])
-        if len(train) > max_train:
-            train = np.sort(rng.choice(train, max_train, replace=False))
-        return train, test
-    rows = np.arange(len(y))
-    if len(rows) > max_train:
-        rows = np.sort(rng.choice(rows, max_train, replace=False))
-    return rows, rows
+    if len(train) > max_train:
+        train = np.sort(rng.choice(train, max_train, replace=False))
+    return train, train if test is None else test
 
 
 def run_one(method, protocol, X, y, seed, args):

@@ -417,12 +417,21 @@ class ProductPeer:
 
 # fit(X, Y) with Y of shape (n, k); log_density(X, Y), interval(X, coverage), mean(X) and info();
 # a peer without one of them sets it to None.
-def normal_interval(loc, scale, coverage):
-    z = norm.ppf(0.5 + coverage / 2)
-    return np.stack([loc - z * scale, loc + z * scale], axis=1)
+class NormalPeer:
+    """A peer predicting a Normal per row and target: ``normal(X)``, its ``(loc, scale)``, each (n, k)."""
+
+    def log_density(self, X, Y):
+        return norm.logpdf(Y, *self.normal(X)).sum(axis=1)
+
+    def interval(self, X, coverage):
+        (loc, scale), z = self.normal(X), norm.ppf(0.5 + coverage / 2)
+        return np.stack([loc[:, 0] - z * scale[:, 0], loc[:, 0] + z * scale[:, 0]], axis=1)
+
+    def mean(self, X):
+        return self.normal(X)[0]
 
 
-class NGBoostPeer(BaseEstimator):
+class NGBoostPeer(NormalPeer, BaseEstimator):
     """NGBRegressor(Dist=Normal), 1-D y. ``early_stopping``: the flows' protocol (a seeded 10% validation
     split, stop 50 iterations after the best, predict with the best iteration)."""
 
@@ -445,18 +454,9 @@ class NGBoostPeer(BaseEstimator):
         self.max_iter_ = self.model_.best_val_loss_itr + 1
         return self
 
-    def _params(self, X):
-        return self.model_.pred_dist(X, max_iter=self.max_iter_).params
-
-    def log_density(self, X, Y):
-        return self.model_.pred_dist(X, max_iter=self.max_iter_).logpdf(Y[:, 0])
-
-    def interval(self, X, coverage):
-        params = self._params(X)
-        return normal_interval(params["loc"], params["scale"], coverage)
-
-    def mean(self, X):
-        return self._params(X)["loc"][:, None]
+    def normal(self, X):
+        params = self.model_.pred_dist(X, max_iter=self.max_iter_).params
+        return params["loc"][:, None], params["scale"][:, None]
 
     def info(self):
         return f"{self.max_iter_ or self.model_.n_estimators} boosting iterations"
@@ -522,7 +522,7 @@ class ConditionalGMM:
         return f"{self.gmm_.n_components} components"
 
 
-class GPPeer:
+class GPPeer(NormalPeer):
     """GaussianProcessRegressor (constant * ARD RBF + white noise, normalize_y) on standardised X, for
     training sets of at most ``max_rows`` rows; several targets share the kernel."""
 
@@ -542,19 +542,9 @@ class GPPeer:
             self.model_.fit((X - self.x_mean_) / self.x_scale_, Y)
         return self
 
-    def _predict(self, X):
+    def normal(self, X):
         mean, std = self.model_.predict((X - self.x_mean_) / self.x_scale_, return_std=True)
         return mean.reshape(len(X), -1), std.reshape(len(X), -1)
-
-    def log_density(self, X, Y):
-        return norm.logpdf(Y, *self._predict(X)).sum(axis=1)
-
-    def interval(self, X, coverage):
-        mean, std = self._predict(X)
-        return normal_interval(mean[:, 0], std[:, 0], coverage)
-
-    def mean(self, X):
-        return self._predict(X)[0]
 
     def info(self):
         return str(self.model_.kernel_)
