@@ -69,7 +69,7 @@ def run_one(method, protocol, X, y, seed, args):
         model.fit(X[train])
         normality = peers.normality(model, protocol)(X[test])
     record = {"auc": float(roc_auc_score(y[test], -normality)), "seconds": timer.wall}
-    if isinstance(model, FlowOutlierDetector) and len(model.estimators_) > 1:  # the copies as an exact mixture
+    if isinstance(model, FlowOutlierDetector) and len(model.estimators_) > 1:  # the copies' exact mixture
         mixture = mixture_log_density([member.score_samples(X[test]) for member in model.estimators_])
         record["auc_mixture"] = float(roc_auc_score(y[test], -mixture))
     return record
@@ -83,10 +83,11 @@ def combination_table(records):
         mean, mixture = np.array([r["auc"] for r in rs]), np.array([r["auc_mixture"] for r in rs])
         rows.append([report.seeds_label(name, len(rs)), report.fmt(mean, 3), report.fmt(mixture, 3),
                      report.fmt(mixture - mean, 3)])
-    diff = np.array([r["auc_mixture"] - r["auc"] for r in records])
+    mean, mixture = np.array([r["auc"] for r in records]), np.array([r["auc_mixture"] for r in records])
+    diff = mixture - mean
     z = diff.mean() / (diff.std(ddof=1) / np.sqrt(len(diff))) if len(diff) > 1 and diff.std() > 0 else np.nan
-    rows.append(["all (paired over sets and seeds)", report.fmt(np.mean([r["auc"] for r in records]), 3),
-                 report.fmt(np.mean([r["auc_mixture"] for r in records]), 3), f"{diff.mean():+.4f} (z = {z:.2f})"])
+    rows.append(["all (paired over sets and seeds)", f"{mean.mean():.3f}", f"{mixture.mean():.3f}",
+                 f"{diff.mean():+.4f} (z = {z:.2f})"])
     return report.table(["set", "mean of log-densities", "exact mixture", "mixture - mean"], rows)
 
 

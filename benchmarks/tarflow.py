@@ -107,8 +107,7 @@ def run_conditional(args):
             *report.table(["guidance w", "read as requested class", "per class (0..9)"], rows), "",
             f"Accuracy on the {len(X_test)} held-out digits:", "",
             *report.table(["classifier", "test accuracy"], [[n, f"{a:.3f}"] for n, a in accuracy.items()]),
-            "",
-            f"The MAF and Glow classifiers: {'; '.join(fitted)}."]
+            "", f"The MAF and Glow classifiers: {'; '.join(fitted)}."]
 
 
 def sample_seconds(flow, cache):
@@ -181,10 +180,8 @@ def main(argv=None):
     tiny = {"parts": ["digits", "conditional", "cache", "tabular"], "sets": ["breast_cancer"],
             "guidance": [0.0, 1.0], "per_class": 2, "sides": [4, 8], "max_rows": 100}
     args = runner.parse(p, argv, __name__, tiny=tiny)
-    runners = {"digits": run_digits, "conditional": run_conditional, "cache": run_cache,
-               "tabular": run_tabular, "mnist": run_mnist}
     for part in args.parts:
-        report.write(args.out / f"tarflow_{part}.md", runners[part](args))
+        report.write(args.out / f"tarflow_{part}.md", globals()[f"run_{part}"](args))
     report.join_parts(args, "TarFlowDensity benchmark", __doc__, PARTS, prefix="tarflow")
 
 
