@@ -263,8 +263,7 @@ def write_report(records, mixtures, args, tasks):
               for t in tasks}
     skipped = "; ".join(f"{m} ({s})" for m, s in sorted({(r["method"], r["skipped"]) for r in records
                                                          if "skipped" in r}))
-    lines = [*report.header("Conditional density p(y | x): held-out log-likelihood", args.command, __doc__),
-             "Tasks (train/test rows, encoded features, targets; notes):", "",
+    lines = ["Tasks (train/test rows, encoded features, targets; notes):", "",
              *(f"- {t}: {r['n_train']}/{r['n_test']}, {r['n_features']} features, {r['n_targets']} "
                f"target(s); {r['notes']}" for t, r in notes.items())]
     if records:
@@ -287,7 +286,7 @@ def write_report(records, mixtures, args, tasks):
             *(["", f"Not run: {skipped}"] if skipped else [])]
     if mixtures:
         lines += mixtures_table(mixtures)
-    report.write(args.out / f"{args.name}.md", lines)
+    report.publish(args, "Conditional density p(y | x): held-out log-likelihood", __doc__, lines)
 
 
 def plot_engel(path_density, path_intervals, epochs, seed=0):

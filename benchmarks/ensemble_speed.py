@@ -137,7 +137,7 @@ def main(argv=None):
     cache = runner.Cache(args.cache, ["part", "set", "task", "seed"], args.report_only)
     warm = np.random.default_rng(0).normal(size=(64, 2))  # first-call costs (imports, allocators) untimed
     FlowMixture(small_nsf(0, 2), n_estimators=2, random_state=0).fit(warm)
-    lines = report.header("Ensembles of small flows: stacked training", args.command, __doc__)
+    lines = []
     if "stack" in args.part:
         records = [cache.run(partial(run_stack, name, seed, args), part="stack", set=name, task=None,
                              seed=seed) for name in args.sets for seed in args.seeds]
@@ -156,7 +156,7 @@ def main(argv=None):
                 for name, r in steps.items() if r]
         lines += ["## One training step: five stacked members against one (ms)", "",
                   *report.table(["model", "one member", "five stacked", "ratio"], rows), ""]
-    report.write(args.out / f"{args.name}.md", lines)
+    report.publish(args, "Ensembles of small flows: stacked training", __doc__, lines)
 
 
 if __name__ == "__main__":

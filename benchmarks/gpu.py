@@ -110,8 +110,7 @@ def main(argv=None):
         maf_lines, maf_times = maf_throughput(args, device)
         mnist_lines, grids = mnist_budget(args, device)
         report.save_grids(args.out / f"{args.name}_samples.png", grids, 8, 255, cmap="gray", width=4)
-    report.write(args.out / f"{args.name}.md", [
-        *report.header("GPU benchmark", args.command, __doc__),
+    report.publish(args, "GPU benchmark", __doc__, [
         f"Device: {name}; torch {torch.__version__}; whole script {total.wall:.0f} s.", "",
         *maf_lines, "", *mnist_lines, "", f"![samples]({args.name}_samples.png)", "",
         "Raw MAF fit times (s):", "", "    " + json.dumps(maf_times)])

@@ -63,7 +63,6 @@ def main(argv=None):
                  for cell in (f"{m[k]:.{digits}f}", f"{i[k]:.{digits}f}", f"{i[k] / m[k]:.{ratio}f}")]
         rows.append(report.show([d, *cells]))
     lines = [
-        *report.header("IAF against MAF", args.command, __doc__),
         "## Time as the dimension grows", "",
         (f"Seconds to score / sample {args.rows} rows (best of 3) and per training epoch ({args.train_rows} "
          "rows). Ratio = IAF / MAF."), "",
@@ -78,7 +77,7 @@ def main(argv=None):
                   *report.table(["model", "test log-likelihood (nats)", "fit time (s)", "epochs"], fits)]
     except data.MissingData as error:
         lines.append(f"Skipped: {error}")
-    report.write(args.out / f"{args.name}.md", lines)
+    report.publish(args, "IAF against MAF", __doc__, lines)
 
 
 if __name__ == "__main__":

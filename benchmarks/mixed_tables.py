@@ -254,8 +254,7 @@ def write_report(records, args, extras):
     data_rows = [[t, i["n_read"], i["n_dropped"], f"{i['n_used']}{' (subsample)' if t in SUBSAMPLE else ''}",
                   len(load_table(t)[0].columns), ", ".join(i["cast"]) or "—"]
                  for t in tables for i in [load_table(t, "cat", args.max_rows)[1]]]
-    lines = [*report.header("Mixed-type tables: held-out log-likelihood", args.command, __doc__),
-             "## Data", "",
+    lines = ["## Data", "",
              *report.table(["table", "rows read", "rows dropped (empty cells)", "rows used", "columns",
                             "cast to `category` in variant `cat`"], data_rows), "",
              "Continuous non-integer columns where one value holds >= 10% of the rows (unbounded):", "",
@@ -265,7 +264,7 @@ def write_report(records, args, extras):
         lines += variant_section(records, tables, args.methods, variant)
     for title, text in extras.items():
         lines += ["", f"## {title}", "", *text]
-    report.write(args.out / f"{args.name}.md", lines)
+    report.publish(args, "Mixed-type tables: held-out log-likelihood", __doc__, lines)
 
 
 def main(argv=None):

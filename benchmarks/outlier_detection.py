@@ -166,8 +166,7 @@ def main(argv=None):
                 for method in args.methods:
                     cache.run(partial(run_one, method, protocol, X, y, seed, args), protocol=protocol,
                               method=method, set=name, seed=seed)
-    lines = [*report.header("Outlier detection: ROC AUC on the 16 ADBench sets", args.command, __doc__),
-             ("Entries are means over seeds (count in the header); best per row in bold; `gap` = best peer "
+    lines = [("Entries are means over seeds (count in the header); best per row in bold; `gap` = best peer "
               "minus skflow (positive: a peer is better).")]
     summary = {}
     for protocol in PROTOCOLS:
@@ -184,7 +183,7 @@ def main(argv=None):
         if combined:
             lines += ["", f"## Five seeded copies ({protocol}): mean of log-densities or exact mixture", "",
                       *combination_table(combined)]
-    report.write(args.out / f"{args.name}.md", lines)
+    report.publish(args, "Outlier detection: ROC AUC on the 16 ADBench sets", __doc__, lines)
     plot(summary, args.out / f"{args.name}.png")
 
 

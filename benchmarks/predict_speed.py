@@ -55,11 +55,10 @@ def main(argv=None):
         sd = np.sqrt(regressor.predict_proba(X_new[:2000]).var())
         rows.append([name, f"{timer.wall:.1f}", f"{min(times):.2f}", f"{timer.wall / min(times):.0f}x",
                      f"{np.mean(np.abs(old - new)):.4f}", f"{np.mean(sd) / np.sqrt(1000):.4f}"])
-    lines = [*report.header("FlowRegressor.predict: speed", args.command, __doc__),
-             f"## predict on {args.rows:,} rows (seconds, one thread)", "",
-             *report.table(["model", "per-row draws", "predictive distribution (best of 3)", "speed-up",
-                            "mean abs. difference", "draws' Monte Carlo s.e."], rows)]
-    report.write(args.out / f"{args.name}.md", lines)
+    report.publish(args, "FlowRegressor.predict: speed", __doc__, [
+        f"## predict on {args.rows:,} rows (seconds, one thread)", "",
+        *report.table(["model", "per-row draws", "predictive distribution (best of 3)", "speed-up",
+                       "mean abs. difference", "draws' Monte Carlo s.e."], rows)])
 
 
 if __name__ == "__main__":

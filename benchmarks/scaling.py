@@ -84,9 +84,7 @@ def main(argv=None):
                      s["patience"], f"{r['epochs']}{budget}", f"{r['fit_s']:.0f}",
                      f"{1000 * r['fit_s'] / n:.2f}", f"{r['held_out']:.3f}", f"{r['held_out_median']:.3f}",
                      f"{r['held_out_min']:.4g}"])
-    report.write(args.out / f"{args.name}.md", [
-        *report.header("Scaling: default fit time and held-out log-likelihood against n", args.command,
-                       __doc__),
+    report.publish(args, "Scaling: default fit time and held-out log-likelihood against n", __doc__, [
         *report.table(["n", "contender", "batch", "lr", "max epochs", "patience", "epochs run", "fit (s)",
                        "s per 1k rows", "held-out mean log-lik. (nats)", "median", "worst row"], rows)])
 

@@ -74,8 +74,7 @@ def write_report(records, args, sets):
                         for n in sets)
     rows = ", ".join(f"{n} {shapes[n][0]}/{shapes[n][2]}x{shapes[n][1]}" for n in sets)
     winners = "; ".join(f"{n}: {max(means[n], key=means[n].get)}" for n in sets)
-    report.write(args.out / f"{args.name}.md", [
-        *report.header("Tabular density: held-out log-likelihood", args.command, __doc__),
+    report.publish(args, "Tabular density: held-out log-likelihood", __doc__, [
         (f"Seeds {', '.join(map(str, args.seeds))} (each its own 80/20 split and model seeds; mean ± std "
          f"over seeds, nats per held-out row, raw units; higher is better). Rows (train/test): {rows}"), "",
         "## Mean held-out log-likelihood (nats/row)", "",

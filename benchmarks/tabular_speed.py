@@ -122,8 +122,6 @@ def main(argv=None):
     fit, score, sample = ({k: float(np.median(v)) for k, v in times.items()}
                           for times in (fit_times, score_times, sample_times))
     lines = [
-        *report.header("Tabular speed: skflow MAFDensity vs zuko MAF + hand-written loop", args.command,
-                       __doc__),
         (f"Data: {args.set}, training split of seed 0 ({len(X_train)} x {X_train.shape[1]}); {args.epochs} "
          f"epochs, batch {args.batch_size}, AdamW lr 1e-3, weight decay 1e-5, gradient norm clipped to 10. "
          f"CPU, torch {torch.__version__}; {args.repeats} repeats, medians (min-max)."), "", "## Fit", "",
@@ -152,7 +150,7 @@ def main(argv=None):
                    "notify() row contains the callback rows above it."), "",
                   *report.table(["part", "s", "share"],
                                 [[k, f"{v:.2f}", f"{100 * v / total:.1f} %"] for k, v in parts.items()])]
-    report.write(args.out / f"{args.name}.md", lines)
+    report.publish(args, "Tabular speed: skflow MAFDensity vs zuko MAF + hand-written loop", __doc__, lines)
 
 
 if __name__ == "__main__":

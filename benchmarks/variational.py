@@ -160,8 +160,7 @@ def main(argv=None):
             shown[name] = fn
     figure = f"variational_densities{args.name.removeprefix('variational')}.png"
     plot({name: samples[name] for name in shown}, shown, args.out / figure)
-    report.write(args.out / f"{args.name}.md", [
-        *report.header("Reverse-KL fitting: log-normalizer error and ELBO", args.command, __doc__),
+    report.publish(args, "Reverse-KL fitting: log-normalizer error and ELBO", __doc__, [
         (f"max_steps={args.max_steps}, lr={args.lr}, batch 256, seed 0, CPU, one thread; log Z estimated "
          f"with {args.draws} draws from the fitted q (error = estimate - truth)."), "",
         *report.table(["target", "d", "true log Z", "method", "log Z error", "ELBO gap", "ESS", "steps",

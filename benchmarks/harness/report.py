@@ -66,11 +66,15 @@ def write(path, lines):
     print(text, flush=True)
 
 
+def publish(args, title, doc, lines):
+    """Write the report ``NAME.md`` (``args.name``) in ``args.out``: the header, then ``lines``."""
+    write(args.out / f"{args.name}.md", [*header(title, args.command, doc), *lines])
+
+
 def join_parts(args, title, doc, parts, prefix=None):
     """Write ``NAME.md``: the header, then every ``PREFIX_<part>.md`` found (PREFIX: ``args.name``)."""
     paths = [args.out / f"{prefix or args.name}_{part}.md" for part in parts]
-    write(args.out / f"{args.name}.md", [*header(title, args.command, doc),
-                                         *(path.read_text() for path in paths if path.exists())])
+    publish(args, title, doc, [path.read_text() for path in paths if path.exists()])
 
 
 def show(row):
