@@ -231,8 +231,8 @@ def test_context_errors(conditional):
         model.score_samples(x, context=np.hstack([c, c]))
     with pytest.raises(ValueError, match="samples"):
         model.score_samples(x, context=c[:5])
-    with pytest.raises(ValueError):
-        model.score_samples(x, context=np.full_like(c, np.nan))
+    with pytest.raises(ValueError, match="infinity"):
+        model.score_samples(x, context=np.full_like(c, np.inf))
     plain = MAFDensity(n_transforms=1, hidden_features=(8,), max_epochs=2, random_state=0).fit(x)
     with pytest.raises(ValueError, match="without one"):
         plain.score_samples(x, context=c)

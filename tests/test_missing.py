@@ -49,7 +49,7 @@ def _with_nan(X, seed=0, rate=0.2):
 
 # ---------------------------------------------------------------------------- the math
 def test_standardizer_ignores_missing_cells_and_counts_observed_jacobians():
-    X, Xm = _gaussian()
+    _, Xm = _gaussian()
     scaler = Standardizer().fit(Xm)
     observed = [Xm[~np.isnan(Xm[:, j]), j] for j in range(3)]
     np.testing.assert_allclose(scaler.mean_, [c.mean() for c in observed])
@@ -117,7 +117,7 @@ def test_2d_marginal_equals_the_integral_of_the_joint(fitted_2d, value, missing,
 
 
 def test_3d_marginal_over_two_missing_cells_equals_the_integral_of_the_joint(many_draws):
-    X, Xm = _gaussian(n=800, seed=4)
+    _, Xm = _gaussian(n=800, seed=4)
     model = MAFDensity(**SMALL, random_state=0).fit(Xm)
     a = np.linspace(-4.0, 6.0, 161)
     b = np.linspace(-3.5, 4.5, 161)
@@ -132,7 +132,7 @@ def test_3d_marginal_over_two_missing_cells_equals_the_integral_of_the_joint(man
 def test_posterior_draws_match_a_known_gaussian_conditional():
     """With the model's joint replaced by the exact Gaussian, the imputer's mean and draws are those
     of p(x_m | x_o): moments and a two-sample Kolmogorov-Smirnov test."""
-    X, Xm = _gaussian(n=400, seed=5)
+    _, Xm = _gaussian(n=400, seed=5)
     imputer = FlowImputer(MAFDensity(n_transforms=1, hidden_features=(4,), max_epochs=2), n_draws=2000,
                           random_state=0).fit(Xm)
     density = imputer.estimator_

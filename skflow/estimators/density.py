@@ -34,9 +34,9 @@ from skorch.callbacks import Callback, EarlyStopping
 from skorch.helper import predefined_split
 
 from ..data import Standardizer, check_levels, restore_layout, scoring_noise, validate_layout
-from ..data.noise import row_uniforms
 from ..data.columns import TableEncoder, check_table, is_mixed_table
 from ..data.missing import GaussianProposal, check_missing_rows, fill
+from ..data.noise import row_uniforms
 from ..models.distributions import CategoricalMADE
 from ..models.flow import DequantizedFlow, MixedFlow
 from ..training import (

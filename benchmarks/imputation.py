@@ -1,0 +1,155 @@
+"""Missing values: FlowImputer against scikit-learn's imputers, and incomplete rows in training.
+
+Tables (complete, numeric): scikit-learn's wine, diabetes and breast_cancer, and ADBench's Pima
+inliers, each split 75 / 25 per seed. Cells are removed from both parts in two patterns: ``mcar``
+(20% of cells, completely at random) and ``mar`` (the first column always observed; each other
+cell missing with probability ``0.4 * sigmoid(2 z)``, ``z`` the row's standardised first column,
+so larger first values hide more cells: missing at random, about 20% of those cells). Every imputer
+is fitted on the incomplete training rows and fills the test rows' removed cells:
+
+- point imputation, NRMSE (root mean square error over removed cells in units of each column's
+  training std): ``FlowImputer()`` (posterior mean), ``IterativeImputer`` with ``BayesianRidge``
+  (scikit-learn's default), with ``ExtraTreesRegressor`` (the missForest recipe: 100 trees,
+  10 rounds), and ``KNNImputer``;
+- 20 posterior draws per cell, CRPS (sample CRPS, same units): ``FlowImputer().sample`` against
+  ``IterativeImputer(sample_posterior=True)`` fitted with 20 seeds;
+- held-out log-likelihood of the test rows' observed cells (nats per row, the importance-weighted
+  marginal with 256 draws): the default ``MAFDensity()`` fitted on the incomplete training rows
+  (what FlowImputer holds) against the same fitted on the complete training rows only ("—" where
+  fewer than 20 training rows are complete);
+- wall seconds of fit + filling.
+
+A table with its own missing cells: the penguins' numeric columns (``../shared/data/tables``),
+for the held-out likelihood of observed cells only (there is no truth to impute against).
+
+    OMP_NUM_THREADS=1 python -m benchmarks.imputation --seeds 0 1 2
+"""
+
+from functools import partial
+
+import numpy as np
+from sklearn.datasets import load_diabetes, load_wine
+from sklearn.ensemble import ExtraTreesRegressor
+from sklearn.experimental import enable_iterative_imputer  # noqa: F401
+from sklearn.impute import IterativeImputer, KNNImputer
+from sklearn.model_selection import train_test_split
+
+from benchmarks.harness import data, report, runner
+from skflow import FlowImputer, MAFDensity
+
+TABLES = ["wine", "diabetes", "breast_cancer", "pima", "penguins"]
+PATTERNS = ["mcar", "mar"]
+POINT = ["FlowImputer", "IterativeImputer", "missForest", "KNNImputer"]
+N_DRAWS = 20
+
+
+def load(name):
+    if name == "wine":
+        return load_wine().data
+    if name == "diabetes":
+        return load_diabetes(scaled=False).data
+    if name == "pima":
+        X, y = data.adbench("Pima")
+        return X[y == 0]
+    if name == "penguins":
+        return data.read_table("penguins").select_dtypes("number").drop(columns="year").to_numpy(float)
+    return data.load_set(name)
+
+
+def remove(X, pattern, rng, reference):
+    """X with cells removed in ``pattern`` (``reference``: the training rows, for the MAR threshold)."""
+    if pattern == "mcar":
+        hidden = rng.random(X.shape) < 0.2
+    else:
+        z = (X[:, 0] - reference[:, 0].mean()) / reference[:, 0].std()
+        hidden = rng.random(X.shape) < 0.4 / (1 + np.exp(-2 * z[:, None]))
+        hidden[:, 0] = False
+    out = X.copy()
+    out[hidden] = np.nan
+    return out[~np.isnan(out).all(axis=1)], X[~np.isnan(out).all(axis=1)]
+
+
+def crps(draws, truth):
+    """Sample CRPS per cell: ``mean|X - y| - mean|X - X'| / 2`` over the draws (axis 0)."""
+    spread = np.abs(draws[:, None] - draws[None]).mean(axis=(0, 1))
+    return np.abs(draws - truth).mean(axis=0) - 0.5 * spread
+
+
+def run_one(name, pattern, seed, args):
+    X = data.subsample(load(name), args.max_rows, seed)
+    rng = np.random.default_rng(seed)
+    if name == "penguins":  # its own missing cells
+        X = X[~np.isnan(X).all(axis=1)]
+        train, test = train_test_split(X, test_size=0.25, random_state=seed)
+        return likelihoods(train, test, args, seed)
+    train, test = train_test_split(X, test_size=0.25, random_state=seed)
+    train_m, _ = remove(train, pattern, rng, train)
+    test_m, test = remove(test, pattern, rng, train)
+    hidden, scale = np.isnan(test_m), train.std(axis=0)
+    imputers = {
+        "FlowImputer": runner.shorten(FlowImputer(random_state=seed), args.epochs),
+        "IterativeImputer": IterativeImputer(max_iter=10, random_state=seed),
+        "missForest": IterativeImputer(ExtraTreesRegressor(n_estimators=100, random_state=seed), max_iter=10,
+                                       random_state=seed),
+        "KNNImputer": KNNImputer(),
+    }
+    record = {"n_train": len(train), "n_features": X.shape[1], "missing": float(hidden.mean())}
+    for key, imputer in imputers.items():
+        with runner.Timer() as timer:
+            filled = imputer.fit(train_m).transform(test_m)
+        error = ((filled - test) / scale)[hidden]
+        record.update({f"{key}_nrmse": float(np.sqrt(np.mean(error**2))), f"{key}_s": timer.wall})
+    flow = imputers["FlowImputer"]
+    draws = flow.sample(test_m, n_samples=N_DRAWS, random_state=seed)
+    bayes = np.stack([IterativeImputer(max_iter=10, sample_posterior=True, random_state=s).fit(train_m)
+                      .transform(test_m) for s in range(N_DRAWS)])
+    cells = lambda D: (D / scale)[:, hidden]
+    record["FlowImputer_crps"] = float(crps(cells(draws), (test / scale)[hidden]).mean())
+    record["IterativeImputer_crps"] = float(crps(cells(bayes), (test / scale)[hidden]).mean())
+    record.update(likelihoods(train_m, test_m, args, seed, flow.estimator_))
+    return record
+
+
+def likelihoods(train, test, args, seed, incomplete=None):
+    """Held-out log-likelihood of the test rows' observed cells: fitted with incomplete rows, and on
+    complete rows only."""
+    make = lambda: runner.shorten(MAFDensity(random_state=seed), args.epochs)
+    if incomplete is None:
+        incomplete = make().fit(train)
+    complete = train[~np.isnan(train).any(axis=1)]
+    record = {"loglik_incomplete": incomplete.score(test), "n_complete": len(complete)}
+    if len(complete) >= 20:
+        record["loglik_complete_only"] = make().fit(complete).score(test)
+    return record
+
+
+def main(argv=None):
+    p = runner.parser(__doc__, seeds=[0, 1, 2], sets=TABLES, cache=True)
+    p.add_argument("--patterns", nargs="+", choices=PATTERNS, default=PATTERNS)
+    args = runner.parse(p, argv, __name__, tiny={"sets": ["wine", "penguins"], "max_rows": 120})
+    cache = runner.Cache(args.cache, ["set", "pattern", "seed"], args.report_only)
+    for name in args.sets:
+        for pattern in (["own"] if name == "penguins" else args.patterns):
+            for seed in args.seeds:
+                cache.run(partial(run_one, name, pattern, seed, args), set=name, pattern=pattern, seed=seed)
+    records = [dict(r, case=f"{r['set']} {r['pattern']}") for r in cache.select(set=args.sets, seed=args.seeds)]
+    cases = [f"{n} {p}" for n in args.sets for p in (["own"] if n == "penguins" else args.patterns)]
+    rows = lambda key: report.grid(
+        [dict(r, model=m, value=r.get(f"{m}_{key}")) for r in records for m in POINT], "value", cases, POINT,
+        row="case", corner="table, pattern", best=min)
+    loglik = report.grid([dict(r, model=m, value=r.get(k)) for r in records
+                          for m, k in [("with incomplete rows", "loglik_incomplete"),
+                                       ("complete rows only", "loglik_complete_only")]],
+                         "value", cases, ["with incomplete rows", "complete rows only"], row="case",
+                         corner="table, pattern", best=max)
+    report.write(args.out / f"{args.name}.md", [
+        *report.header("Missing values: imputation and incomplete rows", args.command, __doc__),
+        "## Point imputation: NRMSE on the removed test cells (lower is better)", "", *rows("nrmse"), "",
+        f"## {N_DRAWS} posterior draws: CRPS on the removed test cells (lower is better)", "",
+        *rows("crps"), "",
+        "## Held-out log-likelihood of the test rows' observed cells (nats per row)", "", *loglik, "",
+        "## Fit + fill time (s)", "", *rows("s"), ""])
+
+
+if __name__ == "__main__":
+    runner.cli(main)
