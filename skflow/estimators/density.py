@@ -592,6 +592,10 @@ class FlowDensity(DensityMixin, BaseEstimator):
         torch.manual_seed(init_seed)
         module = self._build_module(Z_train.shape[1], 0 if context is None else context.shape[1])
         module.init_from_data(Z_train)
+        if self._missing and np.isnan(Z_train).any():
+            # start at the Gaussian fitted by EM (the proposal's): a flow that starts independent across
+            # columns would impute little until it has learned their dependence, and small tables stop early
+            module.start_at_gaussian(self.proposal_.mean_, self.proposal_.cov_)
         return module
 
     def _training_device(self):

@@ -61,14 +61,17 @@ def posterior(density, A, draws=None, seed=0):
     scaler = base.standardizer_
     Z = scaler.transform(A)
     rows = np.flatnonzero(np.isnan(A).any(axis=1))
-    for index, filled, log_p, log_q in base._importance(Z, rows, log_joint, seed=seed):
+    for index, filled, log_p, log_q in base._importance(Z, rows, log_joint, draws=draws, seed=seed):
         values = filled * scaler.scale_ + scaler.mean_
         values = np.where(np.isnan(A[index])[:, None, :], values, A[index][:, None, :])
         yield index, values, softmax(log_p - log_q, axis=1), log_p + scaler.log_det_
 
 
 def _default_estimator():
-    return MAFDensity()
+    """Five seeded two-layer MAFs (32x32), one exact mixture: see ``benchmarks/results/imputation.md``."""
+    from .mixture import FlowMixture
+
+    return FlowMixture(MAFDensity(n_transforms=2, hidden_features=(32, 32)))
 
 
 @parameters
@@ -76,8 +79,8 @@ class FlowImputer(TransformerMixin, BaseEstimator):
     """Fill missing cells with draws from a normalizing flow fitted to the table: a multiple imputer.
 
     ``fit(X)`` fits ``estimator`` (a skflow tabular density or :class:`~skflow.FlowMixture`) to
-    X, incomplete rows included (each trains on the likelihood of the cells it has; see
-    :mod:`skflow.data.missing`). ``transform(X)`` returns X with each missing cell filled by its
+    X, incomplete rows included (each trains on the likelihood of the cells it has, and the flow
+    starts at the Gaussian fitted to X by EM; see :mod:`skflow.data.missing`). ``transform(X)`` returns X with each missing cell filled by its
     posterior mean ``E[x_m | x_o]`` under the fitted density (for a categorical column of a
     DataFrame, the most probable category), or with one posterior draw when
     ``sample_posterior=True``; :meth:`sample` returns several draws for multiple imputation.
@@ -89,7 +92,8 @@ class FlowImputer(TransformerMixin, BaseEstimator):
     ----------
     estimator : estimator, default=None
         A skflow tabular density (``MAFDensity``, ``NSFDensity``, ...) or ``FlowMixture``;
-        None uses ``MAFDensity()``.
+        None uses ``FlowMixture(MAFDensity(n_transforms=2, hidden_features=(32, 32)))``, five
+        small seeded flows (chosen on wine and diabetes, see ``benchmarks/results/imputation.md``).
     sample_posterior : bool, default=False
         ``transform`` fills each cell with one posterior draw (seeded by ``random_state``)
         instead of the posterior mean.
@@ -156,7 +160,7 @@ class FlowImputer(TransformerMixin, BaseEstimator):
         -------
         self : object
         """
-        estimator = clone(_default_estimator() if self.estimator is None else self.estimator)
+        estimator = self._template()
         if "random_state" in estimator.get_params():
             seed = check_random_state(self.random_state).randint(np.iinfo(np.int32).max)
             estimator.set_params(random_state=int(seed))
@@ -166,6 +170,10 @@ class FlowImputer(TransformerMixin, BaseEstimator):
         if hasattr(base, "feature_names_in_"):
             self.feature_names_in_ = base.feature_names_in_
         return self
+
+    def _template(self):
+        """An unfitted copy of the density this imputer fits."""
+        return clone(_default_estimator() if self.estimator is None else self.estimator)
 
     def _draws(self, X, n_samples, random_state, mean):
         """``(A, [A_1 .. A_n])``: X encoded, and ``n_samples`` filled copies (posterior draws; the mean

@@ -185,17 +185,19 @@ class CategoricalMADE(nn.Module):
 
     @torch.no_grad()
     def init_marginals(self, codes):
-        """Start every conditional at its column's category frequencies in ``codes`` (smoothed by 1/2).
+        """Start every conditional at its column's category frequencies in ``codes`` (smoothed by 1/2;
+        NaN codes, missing cells, are left out).
 
         The first column's distribution is the output bias alone, which a
         zero start leaves near uniform for the few hundred steps that early
         stopping may allow on a small table.
         """
-        codes = torch.as_tensor(codes, dtype=torch.long)
+        codes = torch.as_tensor(codes, dtype=torch.float64)
         bias = self.net[-1].bias
         start = 0
         for i, k in enumerate(self.cardinalities):
-            counts = torch.bincount(codes[:, i].clamp_min(0), minlength=k)[:k].to(bias.dtype) + 0.5
+            column = codes[:, i][~torch.isnan(codes[:, i])].long()  # missing cells left out
+            counts = torch.bincount(column.clamp_min(0), minlength=k)[:k].to(bias.dtype) + 0.5
             bias[start : start + k] = torch.log(counts / counts.sum())
             start += k
 

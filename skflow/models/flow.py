@@ -18,10 +18,17 @@ The protocol (:class:`FlowModel`), which is all the estimators' trunk uses:
   ``quantize`` maps its samples to the model's values (identity but for a
   dequantized model).
 - ``init_from_data(x)``: data-dependent initialisation before training.
+- ``start_at_gaussian(mean, cov)``: prepend an affine layer (trainable) that
+  whitens ``N(mean, cov)``, so that the model starts as that Gaussian (used for
+  data with missing cells, see :mod:`skflow.data.missing`).
 """
 
+import numpy as np
 import torch
 from torch import nn
+
+from ..transforms.core import Compose
+from ..transforms.linear import LULinear
 
 __all__ = ["DequantizedFlow", "Flow", "FlowModel", "MixedFlow"]
 
@@ -51,6 +58,10 @@ class FlowModel(nn.Module):
 
     def init_from_data(self, x):
         """Data-dependent initialisation from training rows ``x`` (none by default)."""
+
+    def start_at_gaussian(self, mean, cov):
+        """Prepend a trainable affine layer that maps ``N(mean, cov)`` to ``N(0, I)`` (see the module
+        docstring); a model without a continuous flow it can go in front of does nothing."""
 
     def log_prob_terms(self, x, context=None):
         """The chain-rule terms ``log p(x_j | x_<j)``, ``(n, n_features)``, for a model that is
@@ -86,6 +97,11 @@ class Flow(FlowModel):
     def log_prob_parts(self, x, context=None, noise=None):
         log_prob = self.log_prob(x, context)
         return torch.zeros_like(log_prob), log_prob
+
+    def start_at_gaussian(self, mean, cov):
+        layer = whitening(mean, cov)
+        inner = self.transform.transforms if isinstance(self.transform, Compose) else [self.transform]
+        self.transform = Compose(layer, *inner)
 
     def log_prob_terms(self, x, context=None):
         """``log p(x_j | x_<j)`` per feature when the flow is at most one autoregressive layer over a
@@ -199,6 +215,12 @@ class MixedFlow(FlowModel):
         """Start the categorical model at the empirical marginals of the discrete columns."""
         self.categorical.init_marginals(x[:, self.discrete.cpu().numpy()])
 
+    def start_at_gaussian(self, mean, cov):
+        """The continuous flow starts at the Gaussian of the continuous columns."""
+        if self.continuous is not None:
+            columns = np.asarray(self._continuous_columns)
+            self.continuous.start_at_gaussian(mean[columns], cov[np.ix_(columns, columns)])
+
     def log_prob_parts(self, x, context=None, noise=None):
         """``(log P(d | ctx), log p(c | d, ctx))`` per row."""
         codes = x[:, self._discrete_columns].round().long()
@@ -216,3 +238,16 @@ class MixedFlow(FlowModel):
             flow_context = self._flow_context(codes, context)
             x[:, ~self.discrete] = self.continuous.sample(n_samples, flow_context, generator)
         return x
+
+
+def whitening(mean, cov):
+    """An :class:`~skflow.transforms.linear.LULinear` with bias set to ``x -> L^-1 (x - mean)``,
+    ``cov = L L^T``: it maps ``N(mean, cov)`` to ``N(0, I)``."""
+    inverse = np.linalg.inv(np.linalg.cholesky(cov))  # lower triangular, positive diagonal
+    diagonal = np.diag(inverse)
+    layer = LULinear(len(mean), bias=True)
+    with torch.no_grad():
+        layer.lower.copy_(torch.as_tensor(np.tril(inverse / diagonal, -1)))
+        layer.log_s.copy_(torch.as_tensor(np.log(diagonal)))
+        layer.bias.copy_(torch.as_tensor(-inverse @ mean))
+    return layer
