@@ -491,6 +491,12 @@ class FlowDensity(DensityMixin, BaseEstimator):
         ----------
         X : array-like of shape (n_samples, n_features)
             Training data (images in the layouts the estimator accepts).
+            Tabular densities take missing cells (NaN, in numbers and in
+            categories): a row then trains on the importance-weighted
+            likelihood of the cells it has (8 proposal draws of the missing
+            ones per step, the MIWAE bound), and the flow starts at the
+            Gaussian fitted to X by EM. A row with no observed cell is an
+            error.
         y : array-like of shape (n_samples,), default=None
             Class labels. None fits ``p(x)``; labels fit ``p(x | y)``, and the
             estimator is then also a generative classifier.
@@ -813,7 +819,14 @@ class FlowDensity(DensityMixin, BaseEstimator):
             0.001 (in standardised units, scale 3), which keeps unseen values
             from getting absurdly low scores. For discrete values
             (``n_bins``) the importance-weighted lower bound of the
-            log-probability.
+            log-probability. For a row with missing (NaN) cells (tabular
+            densities), ``log p(observed cells)``, the scaling Jacobian of
+            those cells only: estimated by importance sampling with 256
+            proposal draws per row (``log mean_k p(x_o, x_m^k) / q(x_m^k |
+            x_o)``, see :mod:`skflow.data.missing`), a consistent estimate
+            whose expectation is a lower bound that tightens with the
+            number of draws; the draws are seeded by the row's own values,
+            so the score is deterministic.
         """
         return logsumexp(self._joint_log_likelihood(X, context), axis=1)
 
