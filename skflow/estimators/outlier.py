@@ -441,7 +441,12 @@ class FlowOutlierDetector(OutlierMixin, BaseEstimator):
         Returns
         -------
         scores : ndarray of shape (n_samples,)
-            Higher is more normal.
+            Higher is more normal. A row with missing (NaN) cells gets the
+            expected log-density of the completed row under each copy's
+            posterior of those cells, ``E[log p(x_o, x_m) | x_o]`` (by
+            importance sampling, 256 draws), so that rows with and without
+            gaps are on one scale (the marginal ``log p(x_o)`` of fewer cells
+            is not).
         """
         check_is_fitted(self)
         X, _ = _as_rows(X)
