@@ -23,7 +23,7 @@ from numbers import Integral, Real
 
 import numpy as np
 import torch
-from scipy.special import logsumexp, ndtri, softmax
+from scipy.special import logsumexp, softmax
 from sklearn.base import BaseEstimator, DensityMixin, _fit_context, clone
 from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
@@ -35,8 +35,7 @@ from skorch.helper import predefined_split
 
 from ..data import Standardizer, check_levels, restore_layout, scoring_noise, validate_layout
 from ..data.columns import TableEncoder, check_table, is_mixed_table
-from ..data.missing import GaussianProposal, check_missing_rows, fill
-from ..data.noise import row_uniforms
+from ..data.missing import GaussianProposal, check_missing_rows
 from ..models.distributions import CategoricalMADE
 from ..models.flow import DequantizedFlow, MixedFlow
 from ..training import (
@@ -760,29 +759,10 @@ class FlowDensity(DensityMixin, BaseEstimator):
         chunk = max(1, self._inference_batch // draws)
         for start in range(0, len(rows), chunk):
             index = rows[start : start + chunk]
-            filled, log_q = self._filled(Z[index], draws, seed)
+            filled, log_q = self.proposal_.fill_rows(Z[index], draws, seed)
             ctx = None if context is None else np.repeat(context[index], draws, axis=0)
             log_p = log_joint(filled.reshape(-1, Z.shape[1]), ctx).reshape(len(index), draws)
             yield index, filled, log_p, log_q
-
-    def _filled(self, Z, n_draws, seed=0):
-        """``n_draws`` proposal fills of each row of ``Z`` and their ``log q``: ``(n, n_draws, d)``, ``(n, n_draws)``.
-
-        The draws of a row come from a generator seeded by a hash of its values and ``seed`` (as
-        :func:`~skflow.data.scoring_noise` does), so a row's score does not depend on the rows
-        scored with it.
-        """
-        d = Z.shape[1]
-        uniform = row_uniforms(Z, (n_draws, 2 * d + 1), seed)  # normals (by inversion), categories, component
-        # Latin hypercube: each column's draws of a row take one of n_draws equal strata each, which
-        # lowers the variance of the estimate (much so for one missing cell) and leaves it unbiased
-        strata = np.argsort(row_uniforms(Z, (2 * d + 1, n_draws), seed + 1), axis=-1).transpose(0, 2, 1)
-        uniform = (strata + uniform) / n_draws
-        normal = ndtri(np.clip(uniform[..., :d], 1e-12, 1 - 1e-12))
-        tensor = lambda a: torch.as_tensor(a, dtype=torch.float64)
-        factors = self.proposal_.tensors(~np.isnan(Z), "cpu", torch.float64)
-        filled, log_q = fill(tensor(Z), factors["index"], factors, tensor(normal), tensor(uniform[..., d:]))
-        return filled.numpy(), log_q.numpy()
 
     def _joint_log_likelihood(self, X, context=None):
         """``log pi_c + log p(x | c, context)`` per row and class, every Jacobian counted; (n, 1) without classes."""
