@@ -107,8 +107,12 @@ class FlowMixture(DensityMixin, BaseEstimator):
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
-        tags.input_tags.allow_nan = (MAFDensity() if self.estimator is None else self.estimator)._missing
+        tags.input_tags.allow_nan = self._estimator()._missing
         return tags
+
+    def _estimator(self):
+        """The estimator the copies are made of (``MAFDensity()`` for None)."""
+        return MAFDensity() if self.estimator is None else self.estimator
 
     @_fit_context(prefer_skip_nested_validation=False)
     def fit(self, X, y=None, sample_weight=None):
@@ -131,7 +135,7 @@ class FlowMixture(DensityMixin, BaseEstimator):
         self : object
             The fitted mixture.
         """
-        estimator = MAFDensity() if self.estimator is None else self.estimator
+        estimator = self._estimator()
         if self.verbose:
             estimator = clone(estimator).set_params(verbose=self.verbose)
         seeds = member_seeds(self.n_estimators, self.random_state)

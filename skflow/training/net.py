@@ -77,13 +77,14 @@ class BatchIterator:
     With ``dequantization_noise`` the batch also carries ``noise``, uniform in
     ``[0, 1)`` and shaped like ``x``, for a dequantizer inside the model.
 
+    Without shuffling (validation) the generator restarts from ``seed`` each
+    epoch, so every epoch is scored on the same noise.
+
     When the dataset has missing (NaN) cells (``dataset.missing``), each row of
     a batch becomes ``missing_draws`` rows whose missing cells are drawn from
     the proposal (:func:`skflow.data.missing.fill`), and the batch's target
     is ``(weight, log_q)``: :class:`NegativeLogLikelihood` then averages each
     row's draws by importance weights, the MIWAE bound of the observed cells.
-    Without shuffling (validation) the generator restarts from ``seed`` each
-    epoch, so every epoch is scored on the same noise.
 
     Parameters
     ----------
