@@ -264,6 +264,7 @@ class FlowRegressor(RegressorMixin, BaseEstimator):
         Parameters
         ----------
         X : array-like or DataFrame of shape (n_samples, n_features)
+            The features the distribution is conditioned on, one row per distribution row.
 
         Returns
         -------

@@ -844,6 +844,7 @@ class FlowDensity(DensityMixin, BaseEstimator):
         Parameters
         ----------
         X : array-like of shape (n_samples, n_features)
+            Complete rows (no NaN cells) to split, in the layout used in fit.
         context : array-like of shape (n_samples, n_context_features), default=None
             For a model fitted with a context.
 
@@ -876,9 +877,8 @@ class FlowDensity(DensityMixin, BaseEstimator):
 
         Parameters
         ----------
-        X : array-like of shape (n_samples, n_features)
-        context : array-like of shape (n_samples, n_context_features), default=None
-            For a model fitted with a context.
+        X, context
+            As in :meth:`score_samples`.
 
         Returns
         -------

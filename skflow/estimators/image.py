@@ -54,6 +54,12 @@ IMAGE_DOC = """
         importance-weighted bound; seeded by each image's values, so scores
         are deterministic)."""
 
+_CONDITIONER_DOC = """
+    hidden_channels : int, default={hidden_channels}
+        Width of the conditioners (convolutional ResNets of the affine couplings).
+    n_blocks : int, default={n_blocks}
+        Residual blocks per conditioner."""
+
 _ATTRIBUTES_DOC = """
     net_ : skflow.training.FlowNet
         The fitted skorch network; ``net_.module_`` is the flow (behind a
@@ -95,8 +101,10 @@ def pixel_transform(n_bins, logit_alpha):
 
 def _doc(cls):
     training = training_doc(max_epochs=100, weight_decay=0.0, patience=10)
+    conditioner = _CONDITIONER_DOC.format(hidden_channels=cls.hidden_channels, n_blocks=cls.n_blocks)
     cls.__doc__ = (
-        cls.__doc__.replace("{image}", IMAGE_DOC)
+        cls.__doc__.replace("{conditioner}", conditioner)
+        .replace("{image}", IMAGE_DOC)
         .replace("{training}", training)
         .replace("{attributes}", _ATTRIBUTES_DOC)
     )
@@ -232,11 +240,7 @@ class RealNVPImageDensity(_ImageDensity):
     ----------
     n_levels : int, default=2
         Scales; each but the last ends by squeezing and factoring out half the
-        channels. Fewer are used when a squeeze would meet an odd size.
-    hidden_channels : int, default=32
-        Width of the conditioners.
-    n_blocks : int, default=2
-        Residual blocks per conditioner.{image}{training}
+        channels. Fewer are used when a squeeze would meet an odd size.{conditioner}{image}{training}
 
     Attributes
     ----------{attributes}
@@ -285,11 +289,7 @@ class GlowDensity(_ImageDensity):
     n_levels : int, default=2
         Scales. Fewer are used when a squeeze would meet an odd size.
     n_steps : int, default=4
-        Flow steps per level.
-    hidden_channels : int, default=32
-        Width of the conditioners.
-    n_blocks : int, default=1
-        Residual blocks per conditioner.{image}{training}
+        Flow steps per level.{conditioner}{image}{training}
 
     Attributes
     ----------{attributes}

@@ -153,6 +153,7 @@ class FlowImputer(TransformerMixin, BaseEstimator):
         Parameters
         ----------
         X : array-like or DataFrame of shape (n_samples, n_features)
+            Training rows, NaN where a cell is missing; incomplete rows train on the cells they have.
         y : None
             Ignored.
 
@@ -209,6 +210,7 @@ class FlowImputer(TransformerMixin, BaseEstimator):
         Parameters
         ----------
         X : array-like or DataFrame of shape (n_samples, n_features)
+            Rows in the layout used in fit, NaN where a cell is missing.
 
         Returns
         -------
@@ -223,9 +225,12 @@ class FlowImputer(TransformerMixin, BaseEstimator):
 
         Parameters
         ----------
-        X : array-like or DataFrame of shape (n_samples, n_features)
+        X : array-like or DataFrame of shape (n_rows, n_features)
+            Rows in the layout used in fit, NaN where a cell is missing.
         n_samples : int, default=1
+            Completed copies of X to draw.
         random_state : int, RandomState instance or None, default=None
+            Seeds the draws.
 
         Returns
         -------

@@ -435,8 +435,9 @@ class FlowOutlierDetector(OutlierMixin, BaseEstimator):
 
         Parameters
         ----------
-        X : array-like of shape (n_samples, n_features)
-            Rows to score.
+        X : array-like of shape (n_samples, n_features) or (n_samples, ...)
+            Rows to score, in the layout used in fit (images of the fitted
+            shape); NaN marks a missing cell.
 
         Returns
         -------
@@ -500,7 +501,7 @@ class FlowOutlierDetector(OutlierMixin, BaseEstimator):
         Parameters
         ----------
         X : array-like of shape (n_samples, n_features)
-            Rows to score.
+            Held-out rows, as in :meth:`score_samples`.
         y : None
             Ignored.
 
@@ -574,7 +575,7 @@ class FlowOutlierDetector(OutlierMixin, BaseEstimator):
         Parameters
         ----------
         X : array-like of shape (n_samples, n_features)
-            Rows to score.
+            Rows to rate, as in :meth:`score_samples`.
 
         Returns
         -------

@@ -88,9 +88,8 @@ class FlowDistribution:
     --------
     >>> import numpy as np
     >>> from skflow import FlowRegressor, MAFDensity
-    >>> rng = np.random.RandomState(0)
-    >>> X = rng.uniform(-2, 2, size=(200, 1))
-    >>> y = X[:, 0] + 0.3 * rng.normal(size=200)
+    >>> X = np.linspace(-2, 2, 200).reshape(-1, 1)
+    >>> y = X[:, 0] + 0.3 * np.random.RandomState(0).normal(size=200)
     >>> reg = FlowRegressor(MAFDensity(n_transforms=1, hidden_features=(8,), max_epochs=5),
     ...                     n_estimators=2, random_state=0).fit(X, y)
     >>> dist = reg.predict_proba(X[:3])

@@ -316,7 +316,7 @@ class IAFDensity(_StackedFlowDensity):
         n_transforms : int, default=5
             Number of inverse autoregressive layers.
         hidden_features : tuple of int, default=(128, 128)
-            Hidden widths of each MADE.
+            Hidden widths of each MADE (which reads the noise side ``z``).
         batch_norm : bool, default=False
             Insert a batch-norm bijection between layers.
         base : {"normal", "diagonal", "mixture", "made_mixture"}, default="normal"
@@ -443,7 +443,9 @@ class RealNVPDensity(_StackedFlowDensity):
 
         See Also
         --------
-        MAFDensity : Autoregressive flow; usually a better density, slower sampling.
+        MAFDensity : Autoregressive flow; usually a better density, but sampling takes
+            ``n_features`` passes per layer.
+        NSFDensity : Autoregressive spline flow; ``coupling_map="spline"`` is its coupling form.
 
         References
         ----------
@@ -455,7 +457,8 @@ class RealNVPDensity(_StackedFlowDensity):
         >>> from sklearn.datasets import load_wine
         >>> from skflow import RealNVPDensity
         >>> X = load_wine().data
-        >>> nvp = RealNVPDensity(n_transforms=2, max_epochs=10, random_state=0).fit(X)
+        >>> nvp = RealNVPDensity(n_transforms=2, coupling_map="spline", max_epochs=10,
+        ...                      random_state=0).fit(X)
         >>> nvp.score(X) < 0
         True
     """

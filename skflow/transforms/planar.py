@@ -55,7 +55,7 @@ class Planar(Transform):
     Parameters
     ----------
     n_features : int
-        Dimension of ``z``.
+        Dimension of ``z``, ``w`` and ``u``.
 
     Examples
     --------

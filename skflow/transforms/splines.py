@@ -275,7 +275,9 @@ class RationalQuadraticSpline(nn.Module):
         Returns
         -------
         x : torch.Tensor, shape of ``z``
+            The input that :meth:`forward` maps to ``z``.
         ladj : torch.Tensor, shape of ``z``
+            Minus the forward ``log|dz/dx|`` at ``x``.
         """
         inside, zc, (x_k, w, y_k, h, d_k, d_k1) = self._locate(params, z, by_output=True)
         s = h / w
