@@ -1,4 +1,5 @@
-"""FlowMixture: an equal-weight mixture of seeded flows is an exact density with the estimator contract."""
+"""FlowMixture: a mixture of seeded flows (stacked with classical densities) is an exact density with the
+estimator contract."""
 
 import pickle
 
@@ -9,11 +10,13 @@ from scipy.integrate import quad
 from scipy.special import logsumexp
 from sklearn.base import clone
 from sklearn.exceptions import NotFittedError
+from sklearn.mixture import GaussianMixture
 from sklearn.model_selection import GridSearchCV
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from skflow import FlowMixture, FlowOutlierDetector, MAFDensity, NSFDensity
+from skflow.estimators.stacking import stacking_weights
 
 SMALL = {"n_transforms": 1, "hidden_features": (8,), "max_epochs": 10}
 
@@ -27,6 +30,12 @@ def _bimodal(n=200, d=2, seed=0):
 @pytest.fixture(scope="module")
 def mixture():
     X = _bimodal()
+    return FlowMixture(MAFDensity(**SMALL), n_estimators=3, stack=None, random_state=0).fit(X), X
+
+
+@pytest.fixture(scope="module")
+def stacked():
+    X = _bimodal(n=240)
     return FlowMixture(MAFDensity(**SMALL), n_estimators=3, random_state=0).fit(X), X
 
 
@@ -42,7 +51,7 @@ def test_log_density_is_the_logsumexp_of_the_members(mixture):
 
 def test_one_dimensional_mixture_integrates_to_one():
     X = _bimodal(d=1)
-    model = FlowMixture(NSFDensity(**SMALL), n_estimators=2, random_state=0).fit(X)
+    model = FlowMixture(NSFDensity(**SMALL), n_estimators=2, stack=None, random_state=0).fit(X)
     density = lambda t: float(np.exp(model.score_samples(np.array([[t]])))[0])  # noqa: E731
     total = sum(quad(density, a, b, limit=200)[0] for a, b in [(-30, -2), (-2, 2), (2, 30)])
     assert total == pytest.approx(1.0, abs=2e-3)
@@ -145,3 +154,119 @@ def test_errors():
         fitted.score_samples(X[:, :1])
     with pytest.raises(ValueError, match="n_samples"):
         fitted.sample(0)
+
+
+# --- stacking with classical densities (Smyth and Wolpert) --------------------------------------------
+
+
+def test_stacking_weights_recover_a_known_mixture():
+    rng = np.random.default_rng(0)
+    # rows drawn from 0.7 N(0, 1) + 0.3 N(3, 1); the components' log-densities are known exactly
+    x = np.where(rng.random(20000) < 0.7, rng.normal(0, 1, 20000), rng.normal(3, 1, 20000))
+    L = np.column_stack([-0.5 * x**2, -0.5 * (x - 3) ** 2]) - 0.5 * np.log(2 * np.pi)
+    np.testing.assert_allclose(stacking_weights(L), [0.7, 0.3], atol=0.01)
+    # a useless component gets (almost) no weight
+    L3 = np.column_stack([L, np.full(len(x), -30.0)])
+    assert stacking_weights(L3)[2] < 1e-6
+
+
+def test_stacked_log_density_is_the_weighted_logsumexp_of_its_components(stacked):
+    model, X = stacked
+    assert [type(r).__name__ for r in model.stacked_] == ["GaussianMixture", "KernelDensity"]
+    assert model.weights_.shape == (5,) and model.weights_.sum() == pytest.approx(1.0)
+    np.testing.assert_allclose(model.weights_[:3], model.weights_[0])  # the copies share the flows' weight
+    scaler = model.estimator_.standardizer_
+    Z = scaler.transform(X)
+    parts = [m.score_samples(X) for m in model.estimators_]
+    parts += [r.score_samples(Z) + scaler.log_det_ for r in model.stacked_]
+    expected = logsumexp(np.array(parts) + np.log(model.weights_)[:, None], axis=0)
+    np.testing.assert_allclose(model.score_samples(X), expected, rtol=1e-10)
+
+
+def test_stacked_weights_come_from_held_out_rows(stacked):
+    model, X = stacked
+    scaler = model.estimator_.standardizer_
+    Z = scaler.transform(X)
+    held_out = []
+    for member in model.estimators_:
+        valid = member._member_plan(member.random_state, len(X))[3]
+        train = np.setdiff1d(np.arange(len(X)), valid)
+        # no dequantization noise here: every column is continuous
+        columns = [member.score_samples(X[valid]) - scaler.log_det_]
+        columns += [clone(r).fit(Z[train]).score_samples(Z[valid]) for r in model.stacked_]
+        held_out.append(np.column_stack(columns))
+    weights = stacking_weights(np.concatenate(held_out))
+    np.testing.assert_allclose(model.weights_[3:], weights[1:], rtol=1e-6)
+    np.testing.assert_allclose(model.weights_[:3].sum(), weights[0], rtol=1e-6)
+
+
+@pytest.mark.parametrize("d", [1, 2])
+def test_stacked_mixture_integrates_to_one(d):
+    X = _bimodal(n=150, d=d, seed=3)
+    model = FlowMixture(NSFDensity(**SMALL), n_estimators=2, random_state=0).fit(X)
+    assert model.stacked_ and np.all(model.weights_ > 0)
+    if d == 1:
+        density = lambda t: float(np.exp(model.score_samples(np.array([[t]])))[0])  # noqa: E731
+        total = sum(quad(density, a, b, limit=200)[0] for a, b in [(-30, -2), (-2, 2), (2, 30)])
+        assert total == pytest.approx(1.0, abs=2e-3)
+    else:
+        grid = np.linspace(-12, 12, 481)
+        xx, yy = np.meshgrid(grid, grid)
+        p = np.exp(model.score_samples(np.c_[xx.ravel(), yy.ravel()]))
+        assert p.sum() * (grid[1] - grid[0]) ** 2 == pytest.approx(1.0, abs=1e-2)
+
+
+def test_stacked_samples_follow_the_weights_and_are_reproducible(stacked):
+    model, X = stacked
+    draws = model.sample(4000, random_state=0)
+    assert draws.shape == (4000, 2) and np.all(np.isfinite(draws))
+    np.testing.assert_array_equal(draws, model.sample(4000, random_state=0))
+    assert 0.4 < np.mean(draws[:, 0] > 0) < 0.6
+    np.testing.assert_allclose(draws.mean(axis=0), X.mean(axis=0), atol=0.25)
+    # replay: the component picked per row has the stacked densities' probabilities
+    picked = np.random.RandomState(0).choice(5, size=4000, p=model.weights_)
+    assert np.bincount(picked, minlength=5)[3:].sum() > 0
+
+
+def test_stacked_fit_is_reproducible_picklable_and_takes_dataframes(stacked):
+    model, X = stacked
+    again = clone(model).fit(pd.DataFrame(X, columns=["a", "b"]))
+    np.testing.assert_allclose(again.weights_, model.weights_, rtol=1e-9)
+    frame = pd.DataFrame(X[:5], columns=["a", "b"])
+    np.testing.assert_allclose(again.score_samples(frame), model.score_samples(X[:5]), rtol=1e-9)
+    out = again.sample(7, random_state=0)
+    assert isinstance(out, pd.DataFrame) and list(out.columns) == ["a", "b"]
+    loaded = pickle.loads(pickle.dumps(model))
+    np.testing.assert_array_equal(loaded.score_samples(X), model.score_samples(X))
+
+
+def test_stacked_marginal_of_a_missing_cell_matches_the_integral(stacked):
+    model, X = stacked
+    row = np.array([[np.nan, 2.0]])
+    density = lambda t: float(np.exp(model.score_samples(np.array([[t, 2.0]])))[0])  # noqa: E731
+    exact = np.log(sum(quad(density, a, b, limit=200)[0] for a, b in [(-30, -2), (-2, 2), (2, 30)]))
+    assert model.score_samples(row)[0] == pytest.approx(exact, abs=0.05)
+
+
+def test_auto_stacks_only_where_it_can_and_an_explicit_stack_says_why():
+    X = _bimodal(n=120)
+    small = MAFDensity(**SMALL)
+    assert FlowMixture(small, n_estimators=2, stack=None, random_state=0).fit(X).stacked_ == []
+    assert FlowMixture(small, n_estimators=2, random_state=0).fit(X[:20]).stacked_ == []  # too few rows
+    labels = (X[:, 0] > 0).astype(int)
+    assert FlowMixture(small, n_estimators=2, random_state=0).fit(X, labels).stacked_ == []
+    holes = X.copy()
+    holes[::7, 1] = np.nan
+    assert FlowMixture(small, n_estimators=2, random_state=0).fit(holes).stacked_ == []
+    weights = np.ones(len(X))
+    assert FlowMixture(small, n_estimators=2, random_state=0).fit(X, sample_weight=weights).stacked_ == []
+    explicit = FlowMixture(small, n_estimators=2, stack=[GaussianMixture(2)], random_state=0)
+    assert len(explicit.fit(X[:20]).stacked_) == 1  # an explicit list has no size limit
+    with pytest.raises(ValueError, match="missing cells"):
+        explicit.fit(holes)
+    with pytest.raises(ValueError, match="class labels"):
+        explicit.fit(X, labels)
+    with pytest.raises(TypeError, match="fit and score_samples"):
+        FlowMixture(small, n_estimators=2, stack=[StandardScaler()], random_state=0).fit(X)
+    with pytest.raises(ValueError, match="stack"):
+        FlowMixture(small, stack="gmm").fit(X)

@@ -81,24 +81,29 @@ def mixture_log_density(log_densities):
     return logsumexp(log_densities, axis=0) - np.log(len(log_densities))
 
 
-def pick_members(n_members, n_samples, rng):
-    """The rows each of ``n_members`` copies draws, every row's copy picked uniformly with ``rng``.
+def pick_members(n_members, n_samples, rng, weights=None):
+    """The rows each of ``n_members`` copies draws, every row's copy picked with ``rng``: uniformly,
+    or with probabilities ``weights``.
 
     Returns one index array per copy (possibly empty); together they cover
     ``range(n_samples)``.
     """
-    member = rng.randint(n_members, size=n_samples)
+    if weights is None:
+        member = rng.randint(n_members, size=n_samples)
+    else:
+        member = rng.choice(n_members, size=n_samples, p=np.asarray(weights) / np.sum(weights))
     return [np.flatnonzero(member == k) for k in range(n_members)]
 
 
-def sample_members(members, n_samples, rng, draw):
-    """Samples of the equal-weight mixture of ``members``: row ``i`` from a copy picked uniformly.
+def sample_members(members, n_samples, rng, draw, weights=None):
+    """Samples of the mixture of ``members`` (equal weights, or ``weights``): row ``i`` from a copy
+    picked at random.
 
     ``draw(member, rows)`` returns the draws of ``member`` for the sample
     indices ``rows`` (a non-empty index array); the parts come back as a list
     in member order with the permutation that restores the drawn order:
     ``(parts, order)`` with ``concatenate(parts)[order]`` the samples.
     """
-    picked = pick_members(len(members), n_samples, rng)
+    picked = pick_members(len(members), n_samples, rng, weights)
     parts = [draw(member, rows) for member, rows in zip(members, picked) if rows.size]
     return parts, np.argsort(np.concatenate(picked))

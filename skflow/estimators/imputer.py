@@ -18,19 +18,15 @@ from sklearn.utils._param_validation import HasMethods, Interval
 from sklearn.utils.validation import check_is_fitted
 
 from .density import parameters
-from .ensemble import mixture_log_density
 from .tabular import MAFDensity
 
 __all__ = ["FlowImputer", "posterior"]
 
 
 def _scorer(density):
-    """``(the density that validates and scales rows, log p of rows in its flow's units)`` of a fitted
-    skflow density or :class:`~skflow.FlowMixture` (whose members share their scaling)."""
-    members = getattr(density, "estimators_", None)
-    if members is None:
-        return density, density._log_prob
-    return members[0], lambda Z, context: mixture_log_density([m._log_prob(Z, context) for m in members])
+    """``(the density that validates and scales rows, log p of complete rows in its flow's units)`` of a
+    fitted skflow density or :class:`~skflow.FlowMixture` (whose components share their scaling)."""
+    return getattr(density, "estimator_", density), density._log_prob
 
 
 def posterior(density, A, draws=None, seed=0):

@@ -1,39 +1,73 @@
-"""``FlowMixture``: an equal-weight mixture of independently seeded flows.
+"""``FlowMixture``: a mixture of independently seeded flows, stacked with classical densities.
 
-``p(x) = (1/K) sum_k p_k(x)`` with each ``p_k`` a clone of one skflow density
-fitted with its own seed (initialisation, validation split, batches). The
-mixture is still an exact density: ``log p(x)`` is a ``logsumexp`` of the
-members' exact log-densities, in the units of the data, and it integrates to 1
-because each member does. Sampling picks a member uniformly for each row.
+``p(x) = (w / K) sum_k p_k(x) + sum_j v_j q_j(x)`` with each ``p_k`` a clone
+of one skflow density fitted with its own seed (initialisation, validation
+split, batches) and, on small numeric tables, ``q_j`` a tuned Gaussian
+mixture and kernel density, the weights chosen by held-out likelihood
+(:mod:`skflow.estimators.stacking`). The mixture is still an exact density:
+``log p(x)`` is a ``logsumexp`` of the components' exact log-densities, in the
+units of the data, and it integrates to 1 because each component does.
+Sampling picks a component by its weight for each row.
 """
 
+import copy
+import inspect
 from dataclasses import field
 from numbers import Integral
 
 import numpy as np
 import pandas as pd
+from scipy.special import logsumexp
 from sklearn.base import BaseEstimator, DensityMixin, _fit_context, clone
 from sklearn.utils import check_random_state
-from sklearn.utils._param_validation import Interval
+from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
 from .density import FlowDensity, parameters
 from .ensemble import fit_members, member_seeds, mixture_log_density, sample_members
+from .stacking import AUTO_MAX_ROWS, AUTO_MIN_ROWS, default_references, fit_stack
 from .tabular import MAFDensity
 
 __all__ = ["FlowMixture"]
 
 
+def _stack_problem(member, y, sample_weight):
+    """Why classical densities cannot be stacked with the fitted copy ``member`` (None: they can)."""
+    if not hasattr(member, "standardizer_") or getattr(member, "layout_", None) is not None:
+        return "stacking needs a tabular estimator (rows, not images)"
+    if getattr(member, "table_", None) is not None or member.standardizer_.discrete_.any():
+        return "stacking needs numeric columns only (a mixed table has categories)"
+    if y is not None or sample_weight is not None:
+        return "stacking is not available with class labels or sample_weight"
+    if member.validation_fraction <= 0:
+        return "stacking needs the copies' validation rows (validation_fraction > 0)"
+    return None
+
+
+def _draw_standardised(density, n_samples, rng):
+    """``n_samples`` draws of a fitted scikit-learn density, seeded from ``rng`` (the density unchanged)."""
+    seed = int(rng.randint(np.iinfo(np.int32).max))
+    if "random_state" in inspect.signature(density.sample).parameters:  # KernelDensity
+        return density.sample(n_samples, random_state=seed)
+    Z = copy.copy(density).set_params(random_state=seed).sample(n_samples)  # GaussianMixture
+    return Z[0] if isinstance(Z, tuple) else Z
+
+
 @parameters
 class FlowMixture(DensityMixin, BaseEstimator):
-    """Equal-weight mixture of ``n_estimators`` independently seeded flows.
+    """Mixture of ``n_estimators`` seeded flows, stacked with classical densities on small tables.
 
     A single flow fitted to a few hundred or thousand rows is noisy: its
     density depends on the seed, with spikes and gaps that held-out rows pay
     for. Averaging the densities of several seeded fits removes much of that
-    variance, as bagging does for trees. The result is an exact density with
-    the same interface as its members (``score_samples``, ``score``,
-    ``sample``), usable wherever a skflow density is.
+    variance, as bagging does for trees. On small numeric tables a tuned
+    Gaussian mixture can still fit better (or a kernel density, or a blend),
+    so by default both are mixed in, with weights that maximise the
+    likelihood of rows each component did not train on (stacking, Smyth and
+    Wolpert 1999): the flows' validation rows serve, so this costs about as
+    much as the flows' own fit. The result is an exact density with the
+    same interface as its members (``score_samples``, ``score``, ``sample``),
+    usable wherever a skflow density is.
 
     Parameters
     ----------
@@ -45,9 +79,24 @@ class FlowMixture(DensityMixin, BaseEstimator):
     n_estimators : int, default=5
         Number of seeded copies. Scoring and memory cost grow
         ``n_estimators``-fold; fitting much less (see Notes). 1 is a single flow.
+    stack : "auto", list of estimators or None, default="auto"
+        Classical densities stacked with the flows. "auto": a
+        ``GaussianMixture`` (1 to 8 components, full or diagonal covariances)
+        and a Gaussian ``KernelDensity`` (12 bandwidths), each tuned by 3-fold
+        cross-validation, when the fit allows stacking (below); otherwise
+        the flows alone. A list: those densities (objects with ``fit`` and
+        ``score_samples``, e.g. a ``GridSearchCV`` over one), which must be
+        stackable. None: the flows alone, with equal weights. The stacked
+        densities are fitted in the flows' standardised units, on rows whose
+        integer-valued columns carry the flows' dequantization noise.
+        Stacking needs a numeric table with no missing cells, of 30 to
+        10,000 rows ("auto" only; a list has no size limit), fitted without
+        labels or ``sample_weight``, by a tabular estimator with
+        ``validation_fraction > 0``.
     random_state : int, RandomState instance or None, default=None
         Seeds the copies: each gets its own ``random_state`` drawn from this
-        one, overriding the estimator's. Fix it for reproducible results.
+        one, overriding the estimator's, and the stacked densities. Fix it
+        for reproducible results.
     verbose : int, default=0
         Passed to the copies: > 0 prints each epoch's losses (for stacked
         copies, their sum, once per epoch).
@@ -63,6 +112,12 @@ class FlowMixture(DensityMixin, BaseEstimator):
         The fitted copies.
     estimator_ : FlowDensity
         The first copy.
+    stacked_ : list of estimators
+        The fitted classical densities (in the flows' standardised units);
+        empty when none were stacked.
+    weights_ : ndarray of shape (n_estimators + len(stacked_),)
+        Each component's weight: the copies' (all equal), then the stacked
+        densities'. They sum to 1.
     n_features_in_ : int
         Number of features seen during fit.
     feature_names_in_ : ndarray of shape (n_features_in_,)
@@ -76,7 +131,24 @@ class FlowMixture(DensityMixin, BaseEstimator):
     (:mod:`skflow.estimators.ensemble`): five copies cost about two fits of
     one, not five. Other densities, and any with ``n_jobs`` set, are fitted
     one by one or in parallel. Measured gains over a single flow on small
-    tables are in ``benchmarks/results/defaults.md``.
+    tables are in ``benchmarks/results/defaults.md``, and those of stacking
+    against a cross-validated Gaussian mixture and kernel density in
+    ``benchmarks/results/small_tables.md``.
+
+    **Stacking.** Copy ``k`` holds out its validation rows ``V_k``; each
+    stacked density is refitted (at its tuned settings) on the rows outside
+    ``V_k`` and scores them too. EM then finds the weights that maximise the
+    pooled held-out log-likelihood of the flows (copy ``k``'s density on
+    ``V_k``) and the stacked densities. The flows' weight is shared equally
+    by the copies, whose held-out rows judge one copy rather than their
+    mixture: a small bias towards the classical densities. Rows with missing
+    cells, scored after a stacked fit, get the importance-sampling estimate
+    of their marginal under the whole mixture.
+
+    References
+    ----------
+    Smyth and Wolpert (1999). Linearly Combining Density Estimators via
+    Stacking. Machine Learning 36, 59-83.
 
     Examples
     --------
@@ -89,11 +161,14 @@ class FlowMixture(DensityMixin, BaseEstimator):
     (2,)
     >>> mixture.sample(4, random_state=0).shape
     (4, 13)
+    >>> mixture.weights_.shape  # three copies, then the Gaussian mixture and the kernel density
+    (5,)
     """
 
     _parameter_constraints = {
         "estimator": [FlowDensity, None],
         "n_estimators": [Interval(Integral, 1, None, closed="left")],
+        "stack": [StrOptions({"auto"}), list, None],
         "random_state": ["random_state"],
         "n_jobs": [Integral, None],
         "verbose": ["verbose"],
@@ -101,6 +176,7 @@ class FlowMixture(DensityMixin, BaseEstimator):
 
     estimator: object = field(default=None, kw_only=False)
     n_estimators: int = 5
+    stack: object = "auto"
     random_state: object = None
     n_jobs: object = None
     verbose: int = 0
@@ -146,6 +222,30 @@ class FlowMixture(DensityMixin, BaseEstimator):
         self.n_features_in_ = self.estimator_.n_features_in_
         if hasattr(self.estimator_, "feature_names_in_"):
             self.feature_names_in_ = self.estimator_.feature_names_in_
+        self.stacked_, self.weights_ = [], np.full(self.n_estimators, 1.0 / self.n_estimators)
+        if self.stack is None:
+            return self
+        member = self.estimator_
+        problem = _stack_problem(member, y, sample_weight)
+        A = None if problem else member._validate(X, reset=False)
+        if A is not None and np.isnan(A).any():
+            problem = "stacking needs a table without missing cells"
+        if self.stack == "auto":
+            if problem or not AUTO_MIN_ROWS <= len(A) <= AUTO_MAX_ROWS:
+                return self
+            references = default_references(len(A), member_seeds(1, self.random_state)[0])
+        elif problem:
+            raise ValueError(f"stack={self.stack!r} cannot be used here: {problem}. Pass stack=None.")
+        else:
+            references = self.stack
+            for reference in references:
+                if not (hasattr(reference, "fit") and hasattr(reference, "score_samples")):
+                    raise TypeError(f"stack holds {reference!r}, which has no fit and score_samples.")
+        Z = member.standardizer_.transform(A)
+        valid = [m._member_plan(m.random_state, len(Z))[3] for m in self.estimators_]
+        rng = np.random.default_rng(seeds[0])
+        self.stacked_, weights = fit_stack(references, Z, member.standardizer_.noise_width, self.estimators_, valid, rng)
+        self.weights_ = np.concatenate([np.full(self.n_estimators, weights[0] / self.n_estimators), weights[1:]])
         return self
 
     def score_samples(self, X):
@@ -160,7 +260,24 @@ class FlowMixture(DensityMixin, BaseEstimator):
         log_density : ndarray of shape (n_samples,)
         """
         check_is_fitted(self)
-        return mixture_log_density([member.score_samples(X) for member in self.estimators_])
+        if not self.stacked_:
+            return mixture_log_density([member.score_samples(X) for member in self.estimators_])
+        member = self.estimator_
+        Z = member.standardizer_.transform(member._validate(X, reset=False))
+        out = np.empty(len(Z))
+        missing = np.isnan(Z).any(axis=1)
+        if (~missing).any():
+            out[~missing] = self._log_prob(Z[~missing])
+        for index, _, log_p, log_q in member._importance(Z, np.flatnonzero(missing), self._log_prob):
+            out[index] = logsumexp(log_p - log_q, axis=1) - np.log(log_q.shape[1])
+        return out + member.standardizer_.log_det(Z)
+
+    def _log_prob(self, Z, context=None):
+        """Log-density of complete standardised rows ``Z`` (the copies' shared units) under the
+        mixture, stacked densities included (what :func:`skflow.estimators.imputer.posterior` uses)."""
+        parts = [member._log_prob(Z, context) for member in self.estimators_]
+        parts += [reference.score_samples(Z) for reference in self.stacked_]
+        return logsumexp(np.stack(parts) + np.log(self.weights_)[:, None], axis=0)
 
     def score(self, X, y=None):
         """Mean log-density of the rows of X (nats per row).
@@ -208,10 +325,15 @@ class FlowMixture(DensityMixin, BaseEstimator):
             raise ValueError(f"y has {len(labels)} labels for n_samples={n_samples}.")
 
         def draw(density, rows):
+            if any(density is reference for reference in self.stacked_):  # a classical density, standardised
+                member = self.estimator_
+                Z = np.asarray(_draw_standardised(density, rows.size, rng), dtype=np.float64)
+                return member._restore(member.standardizer_.inverse_transform(Z))
             options = {} if y is None else {"y": y if labels is None else labels[rows]}
             return density.sample(rows.size, random_state=rng, return_y=return_y, **options)
 
-        parts, order = sample_members(self.estimators_, n_samples, rng, draw)
+        components = [*self.estimators_, *self.stacked_]
+        parts, order = sample_members(components, n_samples, rng, draw, self.weights_ if self.stacked_ else None)
         if return_y:
             parts, classes = zip(*parts)
         if isinstance(parts[0], pd.DataFrame):  # back to the drawn order, so copies interleave
