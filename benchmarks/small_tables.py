@@ -3,8 +3,8 @@
 Twelve real tables of 150 to 2,000 rows: scikit-learn's iris, wine, diabetes and breast_cancer; the
 numeric columns of the shared tables penguins (without year), cars, engel, anes96 and fair
 (2,000 rows); the inliers of ADBench's yeast, Pima and breastw. A confirming run (``--sets`` of
-``CONFIRM``) takes the inliers of six other ADBench sets (at most 2,000 rows). Rows with an empty cell are
-dropped (this compares complete-data densities). Each is split 75 / 25 per seed. Held-out mean
+``CONFIRM``) takes the inliers of six other ADBench sets (at most 2,000 rows). Rows with an empty
+cell are dropped (this compares complete-data densities). Each is split 75 / 25 per seed. Held-out mean
 log-likelihood in nats per row, in the units of the data:
 
 - ``FlowMixture()``, the README's small-table default: five seeded ``MAFDensity()`` stacked with a
@@ -37,8 +37,8 @@ TABLES = ["iris", "wine", "diabetes", "breast_cancer", "penguins", "cars", "enge
           "yeast", "Pima", "breastw"]
 #: Tables no default was chosen on (``--sets`` them for a confirming run): ADBench inliers.
 CONFIRM = ["vowels", "WBC", "cardio", "thyroid", "mammography", "Lymphography"]
-ADBENCH = {"yeast": "47_yeast", "Pima": "29_Pima", "breastw": "4_breastw", "vowels": "40_vowels", "WBC": "42_WBC",
-           "cardio": "6_cardio", "thyroid": "38_thyroid", "mammography": "23_mammography",
+ADBENCH = {"yeast": "47_yeast", "Pima": "29_Pima", "breastw": "4_breastw", "vowels": "40_vowels",
+           "WBC": "42_WBC", "cardio": "6_cardio", "thyroid": "38_thyroid", "mammography": "23_mammography",
            "Lymphography": "21_Lymphography"}
 METHODS = ["FlowMixture()", "FlowMixture(stack=None)", "GaussianMixture (CV)", "KernelDensity (CV)"]
 
@@ -69,7 +69,8 @@ def run_one(name, seed, args):
     with runner.Timer() as timer:
         record["FlowMixture()"] = model.fit(train).score(test)
     record["FlowMixture()_s"] = record["FlowMixture(stack=None)_s"] = timer.wall
-    record["FlowMixture(stack=None)"] = mixture_log_density([m.score_samples(test) for m in model.estimators_]).mean()
+    flows = mixture_log_density([m.score_samples(test) for m in model.estimators_])
+    record["FlowMixture(stack=None)"] = flows.mean()
     record["weights"] = model.weights_.tolist()
     integer = np.all(train == np.round(train), axis=0)
     noisy = train + integer * np.random.default_rng(seed).uniform(-0.5, 0.5, train.shape)
@@ -83,7 +84,8 @@ def run_one(name, seed, args):
 
 
 def main(argv=None):
-    p = runner.parser(__doc__, seeds=[0, 1, 2, 3, 4], sets=TABLES + CONFIRM, default_sets=TABLES, cache=True)
+    p = runner.parser(__doc__, seeds=[0, 1, 2, 3, 4], sets=TABLES + CONFIRM, default_sets=TABLES,
+                      cache=True)
     args = runner.parse(p, argv, __name__, tiny={"sets": ["iris", "engel"]})
     cache = runner.Cache(args.cache, ["set", "seed"], args.report_only)
     for name in args.sets:

@@ -244,8 +244,10 @@ class FlowMixture(DensityMixin, BaseEstimator):
         Z = member.standardizer_.transform(A)
         valid = [m._member_plan(m.random_state, len(Z))[3] for m in self.estimators_]
         rng = np.random.default_rng(seeds[0])
-        self.stacked_, weights = fit_stack(references, Z, member.standardizer_.noise_width, self.estimators_, valid, rng)
-        self.weights_ = np.concatenate([np.full(self.n_estimators, weights[0] / self.n_estimators), weights[1:]])
+        noise = member.standardizer_.noise_width
+        self.stacked_, weights = fit_stack(references, Z, noise, self.estimators_, valid, rng)
+        flows = np.full(self.n_estimators, weights[0] / self.n_estimators)
+        self.weights_ = np.concatenate([flows, weights[1:]])
         return self
 
     def score_samples(self, X):
@@ -333,7 +335,8 @@ class FlowMixture(DensityMixin, BaseEstimator):
             return density.sample(rows.size, random_state=rng, return_y=return_y, **options)
 
         components = [*self.estimators_, *self.stacked_]
-        parts, order = sample_members(components, n_samples, rng, draw, self.weights_ if self.stacked_ else None)
+        weights = self.weights_ if self.stacked_ else None
+        parts, order = sample_members(components, n_samples, rng, draw, weights)
         if return_y:
             parts, classes = zip(*parts)
         if isinstance(parts[0], pd.DataFrame):  # back to the drawn order, so copies interleave
