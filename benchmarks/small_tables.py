@@ -104,7 +104,26 @@ def main(argv=None):
         *report.header("Small numeric tables: flow ensembles against tuned GMM and KDE", args.command, __doc__),
         "## Held-out log-likelihood (nats per row, higher is better)", "",
         *report.grid(long, "value", args.sets, METHODS, best=max), "", *wins, "",
+        "## FlowMixture() against the better peer, paired by split", "",
+        *paired_table(records, args.sets), "",
         "## Fit time (s)", "", *report.grid(times, "value", args.sets, METHODS, best=min)])
+
+
+def paired_table(records, sets):
+    """Per table: FlowMixture() minus the peer with the better mean, split by split (mean, sd, z), and
+    the stacking weights (flows' total, GaussianMixture's, KernelDensity's) averaged over splits."""
+    rows = []
+    for name in sets:
+        if not (rs := [r for r in records if r["set"] == name]):
+            continue
+        peer = max(METHODS[2:], key=lambda m: np.mean([r[m] for r in rs]))
+        diff = np.array([r["FlowMixture()"] - r[peer] for r in rs])
+        z = diff.mean() / (diff.std(ddof=1) / np.sqrt(len(diff))) if len(diff) > 1 else np.nan
+        weights = np.mean([[sum(r["weights"][:-2]), *r["weights"][-2:]] for r in rs], axis=0)
+        rows.append([report.seeds_label(name, len(rs)), peer, f"{diff.mean():+.3f} ± {diff.std(ddof=1):.3f}",
+                     f"{z:+.1f}", " / ".join(f"{w:.2f}" for w in weights)])
+    return report.table(["set", "better peer", "FlowMixture() - peer (nats/row)", "z",
+                         "weights: flows / GMM / KDE"], rows)
 
 
 if __name__ == "__main__":
