@@ -1,20 +1,10 @@
 """Held-out conditional log-likelihood ``log p(y | x)`` of FlowRegressor against peers.
 
-Seven regression tasks on real tables (``../shared/data/tables``, and scikit-learn's diabetes set).
-Every method sees the same one-hot encoded X (``pandas.get_dummies(drop_first=True)``), the same
-80/20 train/test split per seed and the same targets; rows with empty cells are dropped.
-Integer-valued targets (randhie ``mdvis``, penguins ``body_mass_g``, diabetes ``target``) are
-dequantized once per task and seed, ``y + u`` with ``u ~ U(-1/2, 1/2)``, the same noisy ``y`` for
-every method in training and test.
-
-Methods: ``Flow default`` is ``FlowRegressor()`` (five seeded 2-layer 16x16 NSFs); the other ``Flow``
-entries are the candidates the default was chosen from (``xK``: ``n_estimators=K``, else 1); their
-intervals and means come from ``predict_interval`` and ``predict`` (1000 draws per row). Peers
-(``harness.peers``): zuko's conditional NSF in the hand loop, NGBoost (Normal; defaults, and with
-the flows' validation stop), a full-covariance GaussianMixture on ``[x, y]`` conditioned on x, a GP
-(training sets of at most 2000 rows) and quantile gradient boosting (intervals only). ``--mixtures``
-adds the cross-family mixtures of the fifth run: five FlowRegressors on the five small tasks, each
-pair also scored as the equal-weight mixture of its two members.
+Seven regression tasks (``../shared/data/tables`` and scikit-learn's diabetes): the same one-hot X,
+80/20 split and targets for every method, integer targets dequantized once per task and seed. The
+``Flow`` methods are FlowRegressor candidates (``xK``: ``n_estimators=K``), the others the peers of
+``harness.peers``; ``--mixtures`` adds the cross-family mixtures. Protocol and results:
+``results/conditional_density.md``.
 
     OMP_NUM_THREADS=1 python -m benchmarks.conditional_density --seeds 0 1 2
 """
@@ -23,6 +13,7 @@ import itertools
 from functools import partial
 
 import numpy as np
+import pandas as pd
 from scipy.special import logsumexp
 from sklearn.datasets import load_diabetes
 from sklearn.metrics import r2_score
@@ -41,10 +32,9 @@ SMALL = ["engel", "penguins mass", "penguins bills", "cars", "diabetes"]
 TASK_SEEDS = {"randhie": [0]}
 
 
-def load_task(name, max_rows=None):
-    """``(X, Y, integer, notes)``: encoded features, targets (n, k), integer target columns, a note."""
-    import pandas as pd
-
+def split_task(name, seed, max_rows=None):
+    """``(X_train, X_test, Y_train, Y_test, notes)``: one-hot features and targets (n, k) of a seeded
+    split, integer targets with the same dequantization noise for every method."""
     table, targets, keep = TASKS[name]
     frame = load_diabetes(as_frame=True).frame if table is None else data.read_table(table)
     notes, n = [], len(frame)
@@ -53,22 +43,19 @@ def load_task(name, max_rows=None):
             frame = frame.sample(n=rows, random_state=0)
             notes.append(f"subsampled to {rows} of {n} rows (seeded)")
     dropped = len(frame) - len(frame := frame.dropna())
-    Y = frame[targets].to_numpy(dtype=np.float64)
-    features = frame.drop(columns=targets)
+    Y, features = frame[targets].to_numpy(dtype=np.float64), frame.drop(columns=targets)
     categorical = [c for c in features.columns if not pd.api.types.is_numeric_dtype(features[c])]
     X = pd.get_dummies(features, columns=categorical, drop_first=True, dtype=np.float64).to_numpy(np.float64)
     integer = np.all(Y == np.round(Y), axis=0)
     notes.append(f"{dropped} rows with empty cells dropped" if dropped else "no empty cells")
     notes += [f"one-hot: {', '.join(categorical)}"] * bool(categorical)
     notes += [f"dequantized: {', '.join(t for t, i in zip(targets, integer) if i)}"] * bool(integer.any())
-    return X, Y, integer, "; ".join(notes)
-
-
-def split_task(name, seed, max_rows=None):
-    """The seeded split, with the same dequantization noise on integer targets for every method."""
-    X, Y, integer, notes = load_task(name, max_rows)
     Y = Y + np.random.default_rng([seed, 2024]).uniform(-0.5, 0.5, size=Y.shape) * integer
-    return (*train_test_split(X, Y, test_size=data.TEST_FRACTION, random_state=seed), notes)
+    return (*train_test_split(X, Y, test_size=data.TEST_FRACTION, random_state=seed), "; ".join(notes))
+
+
+def column(Y):
+    return Y if Y.shape[1] > 1 else Y[:, 0]
 
 
 class Flow:
@@ -81,11 +68,11 @@ class Flow:
         self.model = FlowRegressor(estimator, random_state=seed, **options)
 
     def fit(self, X, Y):
-        self.model.fit(X, Y if Y.shape[1] > 1 else Y[:, 0])
+        self.model.fit(X, column(Y))
         return self
 
     def log_density(self, X, Y):
-        return self.model.score_samples(X, Y if Y.shape[1] > 1 else Y[:, 0])
+        return self.model.score_samples(X, column(Y))
 
     def interval(self, X, coverage, kind="central"):
         return self.model.predict_interval(X, coverage, kind=kind)
@@ -94,7 +81,7 @@ class Flow:
         return self.model.predict(X).reshape(len(X), -1)
 
     def info(self):
-        return "+".join(str(density.n_iter_) for density in self.model.estimators_) + " epochs"
+        return report.epochs(self.model)
 
 
 def nsf(n_transforms, hidden, **params):
@@ -180,9 +167,8 @@ def run_one(task, seed, method, args):
 def run_mixtures(task, seed, args):
     """Each FlowRegressor of ``MIXTURES`` and each pair as one equal-weight mixture: held-out log p(y | x)."""
     X_train, X_test, Y_train, Y_test, _ = split_task(task, seed, args.max_rows)
-    train, test = (Y if Y.shape[1] > 1 else Y[:, 0] for Y in (Y_train, Y_test))
-    rows = {name: shorten(make(seed), args.epochs).fit(X_train, train).score_samples(X_test, test)
-            for name, make in MIXTURES.items()}
+    rows = {name: shorten(make(seed), args.epochs).fit(X_train, column(Y_train)).score_samples(
+        X_test, column(Y_test)) for name, make in MIXTURES.items()}
     rows.update({f"{a} + {b}": logsumexp([rows[a], rows[b]], axis=0) - np.log(2)
                  for a, b in itertools.combinations(MIXTURES, 2)})
     return {"scores": {name: float(np.mean(v)) for name, v in rows.items()}}
@@ -194,22 +180,25 @@ def means(records, task, methods, key="mean"):
     return {m: float(np.mean(v)) for m, v in values.items() if v}
 
 
+def listed(items):
+    return f" ({', '.join(items)})." if items else "."
+
+
 def summary(records, tasks, methods):
     per_task = {t: means(records, t, methods) for t in tasks}
     best = lambda m: max(m, key=m.get)
     won = [t for t, m in per_task.items() if m and best(m) == DEFAULT]
     lines = [f"- {DEFAULT} has the best mean held-out log-likelihood on {len(won)} of {len(tasks)} tasks"
-             + (f" ({', '.join(won)})." if won else ".")]
+             + listed(won)]
     for flow in (m for m in methods if m in FLOWS and m != DEFAULT):
         beat = [t for t, m in per_task.items() if flow in m and DEFAULT in m and m[flow] > m[DEFAULT]]
-        lines.append(f"- {flow} beats {DEFAULT} on {len(beat)} of {len(tasks)} tasks"
-                     + (f" ({', '.join(beat)})." if beat else "."))
+        lines.append(f"- {flow} beats {DEFAULT} on {len(beat)} of {len(tasks)} tasks" + listed(beat))
     flows = {t: {k: v for k, v in m.items() if k in FLOWS} for t, m in per_task.items()}
     coverage = {t: c[DEFAULT] for t in tasks if DEFAULT in (c := means(records, t, [DEFAULT], "coverage"))}
     inside = "yes" if all(0.87 <= c <= 0.93 for c in coverage.values()) else "no"
-    return [*lines, "- Best per task: " + "; ".join(f"{t}: {best(m)}" for t, m in per_task.items() if m)
-            + ".", "- Best FlowRegressor per task: " + "; ".join(f"{t}: {best(m)}" for t, m in flows.items()
-                                                                 if m) + ".",
+    best_of = lambda per: "; ".join(f"{t}: {best(m)}" for t, m in per.items() if m) + "."
+    return [*lines, "- Best per task: " + best_of(per_task),
+            "- Best FlowRegressor per task: " + best_of(flows),
             f"- {DEFAULT} 90% coverage (mean over seeds) in [0.87, 0.93] on every task with a 1-D target: "
             f"{inside} (" + ", ".join(f"{t} {c:.3f}" for t, c in coverage.items()) + ")."]
 

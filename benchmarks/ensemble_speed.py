@@ -1,22 +1,10 @@
 """What an ensemble of small flows costs, and what its members are worth, stacked or one by one.
 
-Part 1 (``--part stack``): on tables of 1,000 training rows (ADBench vowels, cardio and pendigits,
-each subsampled to 1,250 rows and split 1,000 / 250 per seed), the fit time of one
-``NSFDensity(n_transforms=2, hidden_features=(16, 16))`` against ``FlowMixture`` of five of them
-trained as one stacked module (the default) and fitted one by one (``n_jobs=1``), with the
-held-out log-likelihood of the mixtures and the mean of their members' (stacked against one by
-one: the same seeds, so a paired difference).
-
-Part 2 (``--part regressor``): on the conditional benchmark's tasks (``benchmarks.conditional_density``:
-same splits and dequantized targets), the fit time of the default ``FlowRegressor()`` (five stacked
-2-layer 16x16 NSFs) against one zuko conditional NSF trained by the hand loop, and both held-out
-log p(y | x).
-
-Part 3 (``--part step``): one training step (forward and backward of a 64-row batch, 12 features),
-five stacked members against one member, for the small NSF and for the default ``MAFDensity()``:
-what stacking saves per step when nothing else (epochs, early stopping) differs.
-
-Timings are wall-clock seconds on one thread; the ratios come from the same run and machine.
+Parts: ``stack``, one ``NSFDensity(n_transforms=2, hidden_features=(16, 16))`` against ``FlowMixture``
+of five, stacked (the default) and one by one, on 1,000 training rows of three ADBench sets;
+``regressor``, the default ``FlowRegressor()`` against one zuko conditional NSF on the conditional
+benchmark's tasks; ``step``, one training step of five stacked members against one. Wall seconds on
+one thread. Protocol and results: ``results/ensemble_speed.md``.
 
     OMP_NUM_THREADS=1 python -m benchmarks.ensemble_speed --seeds 0 1 2
 """

@@ -1,17 +1,11 @@
 """GPU benchmark: MAF fit throughput against zuko, and TarFlow and Glow on MNIST at a fixed time budget.
 
-Made to finish in under 8 minutes on one GPU (3 x 3 MAF fits of a few seconds, then two image
-models of ``--budget`` seconds each):
-
-1. **MAF throughput, batch 4096.** Rows of ADBench magic replicated to ``--maf-rows`` rows
-   (standardised, float32), the same architecture for all (5 affine MADE layers, hidden (128, 128),
-   normal base), ``--maf-epochs`` epochs without validation: skflow's ``MAFDensity(base="normal")``
-   (float32; ``precision="bfloat16"``; ``compile=True``) against zuko's MAF in the peers' hand loop.
-   Contenders alternate, ``--repeats`` times; median rows per second and the ratio of fit times.
-2. **MNIST at a fixed budget.** TarFlow and Glow trained for ``--budget`` wall seconds each on 8000
-   of the 10k MNIST test images, bits/dim on the other 2000, and a sample grid.
-
-Without a GPU it runs on the CPU; ``--tiny`` shrinks every part (what the tests run).
+1. MAF throughput: ADBench magic replicated to ``--maf-rows`` rows, batch 4096, the same architecture
+   for all, ``--maf-epochs`` epochs without validation; skflow's ``MAFDensity(base="normal")``
+   (float32, bfloat16, compiled) against zuko's MAF in the peers' hand loop, alternating ``--repeats``
+   times: median rows per second and the ratio of fit times.
+2. MNIST: TarFlow and Glow trained for ``--budget`` wall seconds each on 8000 images, bits/dim on the
+   other 2000, and a sample grid. Without a GPU it runs on the CPU.
 
     python -m benchmarks.gpu                  # on a GPU machine
     python -m benchmarks.gpu --tiny --device cpu

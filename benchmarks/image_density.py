@@ -1,22 +1,10 @@
 """Bits/dim of skflow's image flows beside a Gaussian mixture; sample grids; one-class outliers.
 
-Parts, on the CPU with one thread:
-
-* ``digits``: scikit-learn's 8x8 digits (17 grey levels, ``n_bins=17``), stratified split 1437 train
-  / 360 test (``random_state=0``); uniform log2(17) = 4.087 bits/dim.
-* ``mnist``: the 10,000 MNIST test images of ``../shared/data/mnist`` (28x28, ``n_bins=256``),
-  shuffled with seed 0 and split 8000 train / 2000 test (not the official 60k training images that
-  published figures, such as RealNVP's 1.06 and Glow's 1.05 bits/dim, use with days of GPU time).
-* ``outliers``: one-class detection on digits: fit on the training images of one class, score the
-  360 test images (outliers: the other nine digits); ROC AUC of the log-likelihood bound of
-  ``FlowOutlierDetector(GlowDensity(image_shape=(1, 8, 8), n_bins=17, n_levels=3, n_steps=2,
-  hidden_channels=16))`` against IsolationForest (defaults), both on flattened pixels.
-
-Every model is scored by the lower bound of the log-probability of each discrete test image,
-``log mean_k p(x + u_k)`` over 4 uniform draws, in bits per dimension. The Gaussian mixture and MAF
-see flattened pixels (``harness.peers.PixelGMM``, ``PixelMAF``); RealNVP and Glow see images, in
-logit space; flows keep 10% of the training images for early stopping. Each model's row is cached,
-so ``--only`` runs models in separate processes and a last call without it joins the tables.
+Parts: ``digits`` (scikit-learn's 8x8 digits, 1437 train / 360 test), ``mnist`` (the 10,000 MNIST test
+images, 8000 / 2000) and ``outliers`` (a Glow detector and IsolationForest fitted on one digit class,
+ROC AUC on the test digits). Every model is scored by the bound ``log mean_k p(x + u_k)`` over 4
+uniform draws, in bits per dimension. Each model's row is cached, so ``--only`` runs models in
+separate processes. Protocol and results: ``results/image_density.md``.
 
     OMP_NUM_THREADS=1 python -m benchmarks.image_density digits mnist outliers
 """

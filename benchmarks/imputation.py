@@ -1,27 +1,9 @@
 """Missing values: FlowImputer against scikit-learn's imputers, and incomplete rows in training.
 
-Tables (complete, numeric): scikit-learn's wine, diabetes and breast_cancer, and ADBench's Pima
-inliers, each split 75 / 25 per seed. Cells are removed from both parts in two patterns: ``mcar``
-(20% of cells, completely at random) and ``mar`` (the first column always observed; each other
-cell missing with probability ``0.4 * sigmoid(2 z)``, ``z`` the row's standardised first column,
-so larger first values hide more cells: missing at random, about 20% of those cells). Every imputer
-is fitted on the incomplete training rows and fills the test rows' removed cells:
-
-- point imputation, NRMSE (root mean square error over removed cells in units of each column's
-  training std): ``FlowImputer()`` (posterior mean), ``IterativeImputer`` with ``BayesianRidge``
-  (scikit-learn's default), with ``ExtraTreesRegressor`` (the missForest recipe: 100 trees,
-  10 rounds), and ``KNNImputer``;
-- 20 posterior draws per cell, CRPS (sample CRPS, same units): ``FlowImputer().sample`` against
-  ``IterativeImputer(sample_posterior=True)`` fitted with 20 seeds;
-- held-out log-likelihood of the test rows' observed cells (nats per row, the importance-weighted
-  marginal with 256 draws): FlowImputer's density (five MAFs, 2 layers of 32x32) fitted on the
-  incomplete training rows against the same fitted on the complete training rows only ("—" where
-  fewer than 20 training rows are complete);
-- wall seconds of fit + filling.
-
-A table with its own missing cells: the penguins as published (``../shared/data/tables``: species,
-island and sex as strings; 11 rows lack sex, 2 lack every measurement), for the held-out
-likelihood of observed cells only (there is no truth to impute against).
+Four complete numeric tables, cells removed completely at random (``mcar``, 20%) or at random given
+the first column (``mar``), and the penguins with their own empty cells. Reported: point imputation
+(NRMSE), 20 posterior draws (CRPS), held-out log-likelihood of the observed cells with and without
+the incomplete training rows, and time. Protocol and results: ``results/imputation.md``.
 
     OMP_NUM_THREADS=1 python -m benchmarks.imputation --seeds 0 1 2
 """

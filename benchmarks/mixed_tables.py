@@ -1,23 +1,12 @@
 """Held-out log-likelihood of skflow on real mixed-type tables, against peers that model them too.
 
-Data: the five tables of ``../shared/data/tables`` (penguins, cars, fair, randhie, anes96), read with
-``pandas.read_csv`` and given to skflow as they are: rows with an empty cell dropped, randhie
-subsampled to 5000 rows (the same rows for every seed and method). String columns are discrete,
-numeric ones continuous. Variant ``raw`` is the table as loaded; ``cat`` first casts every numeric
-column with at most 10 distinct values to ``category``.
-
-The measure, the same for every method: ``log P(discrete cells) + log p(continuous cells | discrete)``
-per held-out row, in nats. Integer-valued continuous columns (skflow's rule: every training value
-whole, >= 2 values) are dequantized alike for everyone: each held-out row is scored at ``--draws`` =
-16 points ``x + u``, ``u ~ U(-1/2, 1/2)`` on those columns (the same draws for every method), and the
-log-densities averaged. skflow trains on ``x + u`` itself; the peers' training rows get one draw
-(zuko a fresh draw every epoch). skflow's own ``score_samples`` at the integers is reported beside.
-
-Methods (80/20 splits; randhie 1 seed): ``MAF``, ``NSF`` (defaults, on the DataFrame), ``MAF x5``
-(``FlowMixture``); peers ``StepMix`` (latent classes by BIC), ``product`` (smoothed cell frequencies
-times per-cell Gaussian mixtures) and ``zuko MAF (one-hot, bound)`` (zuko's MAF on one-hot columns
-plus ``U(0, 1)`` noise: a lower bound of the measure). Also a FlowOutlierDetector check on penguins
-(Chinstrap as the outliers) and a figure of real against sampled marginals.
+The five tables of ``../shared/data/tables`` as pandas reads them (variant ``raw``; ``cat``: numeric
+columns of at most 10 values cast to ``category``), rows with an empty cell dropped. Measure:
+``log P(discrete) + log p(continuous | discrete)`` per held-out row, integer columns dequantized alike
+for every method (``--draws`` points per row). Methods: skflow's MAF, NSF and ``FlowMixture``;
+StepMix, a product of cell frequencies and Gaussian mixtures, and zuko's MAF on one-hot columns. Also
+a FlowOutlierDetector check and sampled marginals on penguins. Protocol and results:
+``results/mixed_tables.md``.
 
     OMP_NUM_THREADS=1 python -m benchmarks.mixed_tables --seeds 0 1 2
 """
@@ -103,14 +92,6 @@ class Split:
         return np.hstack(blocks) if blocks else np.zeros((len(codes), 0))
 
 
-def score_skflow(estimator, split):
-    log_p = estimator.fit(split.train).score_samples(split.test_frames())
-    log_p = log_p.reshape(split.n_draws, -1).mean(axis=0)
-    epochs = "+".join(str(m.n_iter_) for m in getattr(estimator, "estimators_", [estimator]))
-    at_integer = float(np.mean(estimator.score_samples(split.test)))
-    return log_p, {"skflow_at_integer": at_integer, "info": f"{epochs} epochs"}
-
-
 def score_zuko(split, seed, epochs, n_draws):
     """zuko's MAF on [one-hot + U(0, 1), continuous (+ U(-1/2, 1/2) on integer columns)], by the hand loop."""
     noise = np.concatenate([np.zeros(sum(split.cardinalities)), np.where(split.integer, -0.5, np.nan)])
@@ -126,7 +107,10 @@ def run_one(name, variant, seed, method, args):
     split = Split(name, variant, seed, args.draws, args.max_rows)
     with runner.Timer() as timer:
         if method in SKFLOW:
-            log_p, extra = score_skflow(runner.shorten(SKFLOW[method](seed), args.epochs), split)
+            model = runner.shorten(SKFLOW[method](seed), args.epochs).fit(split.train)
+            log_p = model.score_samples(split.test_frames()).reshape(split.n_draws, -1).mean(axis=0)
+            extra = {"skflow_at_integer": float(np.mean(model.score_samples(split.test))),
+                     "info": report.epochs(model)}
         elif method.startswith("zuko"):
             log_p, extra = score_zuko(split, seed, args.epochs, args.draws)
         else:

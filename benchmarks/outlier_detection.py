@@ -1,14 +1,9 @@
 """ROC AUC of FlowOutlierDetector and of the detectors users already have, on the 16 ADBench sets.
 
-Protocols: ``semi-supervised`` (ADBench's): per seed, fit on a random half of the normal rows, score
-the other half plus every outlier. ``unsupervised``: fit on all rows (labels unused), score them all.
-Training sets larger than ``--max-train`` rows are subsampled, the same rows for every method (the
-semi-supervised test part is scored in full).
-
-Peers (``harness.peers.OUTLIER_PEERS``): IsolationForest, LocalOutlierFactor, OneClassSVM, a
-BIC-selected GaussianMixture, KernelDensity (Scott's bandwidth) and PyOD's ECOD, COPOD and KNN, at
-their defaults; distance and kernel methods see standardised inputs, the trees, ECOD/COPOD and the
-flow take X as it is. The committed scores are ``results/outlier_detection.json``:
+Protocols: ``semi-supervised`` (fit on half the normal rows, score the rest and every outlier) and
+``unsupervised`` (fit and score all rows); training sets over ``--max-train`` rows subsampled alike
+for every method. Peers: ``harness.peers.OUTLIER_PEERS`` at their defaults. Protocol and results:
+``results/outlier_detection.md``; the committed scores are ``results/outlier_detection.json``:
 
     OMP_NUM_THREADS=1 python -m benchmarks.outlier_detection --seeds 0 1 2 3 4 --max-train 2000
     OMP_NUM_THREADS=1 python -m benchmarks.outlier_detection --report-only \\

@@ -1,11 +1,7 @@
 """FlowRegressor.predict on 10,000 rows: the predictive distribution against the per-row draws it replaced.
 
-A five-member FlowRegressor is fitted to 300 rows of a heteroscedastic 2-feature task; ``predict``
-(the conditional mean from the exact density on a per-row grid) is timed on 10,000 new rows, best
-of three, beside the previous method written with the public API: per row, 1,000 draws of
-``sample_y`` seeded by a hash of the row, averaged (one Python call per row). Both in one run, so
-the ratio is the measurement; the mean absolute difference of the two predictions is reported
-beside the draws' Monte Carlo error.
+Five-member FlowRegressors fitted to 300 rows of a heteroscedastic task; ``predict`` (best of three)
+against per-row means of 1,000 ``sample_y`` draws, with the mean absolute difference of the two.
 
     OMP_NUM_THREADS=1 python -m benchmarks.predict_speed
 """

@@ -1,18 +1,9 @@
 """Default fit time and held-out log-likelihood against the number of rows (10k, 100k, 1M).
 
-Data: ADBench shuttle (49,097 real rows, 9 integer-valued columns). A seeded 80/20 split keeps 9,820
-rows for testing; the training sizes come from the other 39,277 rows: 10k is a subsample, 100k and 1M
-replicate them (2.5x and 25.5x). Every column is dequantized once, ``x + u`` with
-``u ~ U(-1/2, 1/2)`` drawn afresh for each replicated row and for the test rows.
-
-Contenders (one process, one after the other, in this order):
-
-- ``skflow default``: ``MAFDensity()``, whose ``"auto"`` training settings adapt to the number of rows;
-- ``skflow base=normal``: the same with a standard-normal base (zuko's MAF's architecture);
-- ``zuko MAF + loop``: zuko's MAF in the peers' hand loop with the default's resolved settings
-  (batch, rate, epochs, patience; read from the ``skflow default`` run at the same size);
-- ``skflow fixed recipe``: the small-data recipe (batch 64, rate 1e-3, 300 epochs, patience 20),
-  stopped by a wall-clock ``--budget``; skipped where it is what the default resolves to.
+ADBench shuttle, dequantized; 9,820 test rows, training sets subsampled (10k) or replicated (100k,
+1M) from the other rows. Contenders: ``MAFDensity()``, the same with a normal base, zuko's MAF in the
+hand loop with the default's resolved settings, and the small-data recipe under a ``--budget``.
+Protocol and results: ``results/scaling.md``.
 
     OMP_NUM_THREADS=1 python -m benchmarks.scaling
 """

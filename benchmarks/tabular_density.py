@@ -1,10 +1,8 @@
 """Held-out log-likelihood of skflow's tabular flows against tuned peers.
 
-Every model is fit on the same training split (80 %) and scored on the same test split (20 %) of each
-set (all rows, outlier labels ignored), in nats per row in the units of the raw data. Peers: a
-GaussianMixture and a KernelDensity tuned by 3-fold GridSearchCV on the training split (fitted on
-standardised data, the log-determinant added back), and zuko's MAF and NSF with skflow's default
-architecture and training recipe in a hand-written loop (``harness.peers.ZukoFlow``).
+Seeded 80/20 splits of each set, nats per held-out row in the units of the raw data. Peers: a
+GaussianMixture and a KernelDensity tuned by 3-fold CV on standardised data, and zuko's MAF and NSF
+with skflow's architecture and recipe in the hand loop (``harness.peers.ZukoFlow``).
 
     OMP_NUM_THREADS=1 python -m benchmarks.tabular_density --seeds 0 1 2
 """
@@ -36,7 +34,7 @@ def describe(model):
     if isinstance(model, peers.Standardized):
         return ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"
                          for k, v in model.params_.items())
-    return "+".join(str(member.n_iter_) for member in getattr(model, "estimators_", [model])) + " epochs"
+    return report.epochs(model)
 
 
 def run_one(name, seed, model_name, args):

@@ -1,11 +1,9 @@
 """Fit, score and sample speed of MAFDensity against zuko's MAF + a hand-written loop.
 
-Equal architecture (skflow's defaults, 5 transforms, hidden (128, 128), with zuko's standard-normal
-base), equal epochs (no validation split, no early stopping), batch size, learning rate and
-optimizer. The contenders run alternately (A, B, C, A, B, C, ...) so that load from other processes
-hits them alike; medians and ratios are reported. A fourth contender, skflow's own flow module
-trained by the peers' hand loop, splits skflow's overhead into the training loop (skorch) and the
-module. ``--profile`` adds a cProfile breakdown of one MAFDensity fit.
+Equal architecture (5 transforms, hidden (128, 128), normal base), epochs, batch, learning rate and
+optimizer, no early stopping; contenders alternate and medians are reported. ``skflow module + loop``
+(skflow's module in the peers' loop) splits skflow's overhead into loop and module; ``--profile``
+adds a cProfile breakdown of one MAFDensity fit.
 
     OMP_NUM_THREADS=1 python -m benchmarks.tabular_speed --epochs 3 --repeats 5 --score-rows 100000 \\
         --sample-rows 10000

@@ -1,28 +1,10 @@
 """TarFlowDensity: bits/dim, guided class-conditional samples, the KV cache, tabular densities.
 
-Parts, on the CPU with one thread (every peer is run here); each writes ``tarflow_<part>.md``, and
-they are joined into ``tarflow.md``:
-
-* ``digits``: bits/dim on held-out scikit-learn digits (``image_density``'s split: 1437 / 360) of an
-  unconditional TarFlow (P-Ch-T-K: patch 2, 64 channels, 4 blocks of 2 layers, a TokenMixing before
-  every block, pixels in logit space; AdamW lr 1e-3, batch 32, at most 60 epochs, patience 10 on a
-  10% validation split) and of a GaussianMixture on dequantized pixels. Every model is scored by the
-  bound ``log mean_k p(x + u_k)`` over 4 uniform draws per image.
-* ``conditional``: the same TarFlow class-conditional (noise_std=0.05, pixels in [-1, 1], label
-  dropout 0.1, samples denoised by one Tweedie step); samples at several guidance weights read by an
-  RBF SVM trained on the real training digits; generative classifiers (TarFlow, MAF, Glow, by
-  ``fit(X, y)``) beside logistic regression and the SVM; sample grids (rows: classes 0-9).
-* ``cache``: seconds to sample 32 rows with and without the key/value cache as the number of tokens
-  grows (4 blocks of 2 layers, 64 channels, 2x2 patches; fitted one step: the cost does not depend on
-  the weights).
-* ``tabular``: test log-likelihood (nats, raw units) on ADBench sets (seed-0 split, one token per
-  feature), TarFlow beside MAFDensity: defaults except ``max_epochs`` (300 on vowels, 60 on magic),
-  ``mixing=False``, and for "1-32-4-1" 32 channels and 1 layer per block.
-* ``mnist``: bits/dim on ``image_density``'s MNIST split (8000 / 2000) beside a Gaussian: TarFlow
-  with 2x2 patches, 64 channels, 8 blocks of 1 layer, mixing, logit pixels, a cosine decay of lr 1e-3
-  over 7 epochs, batch 32, patience 5.
-
-RealNVP, Glow and MAF on the same splits, with the same bound, are in ``image_density.md``.
+Parts, on the CPU with one thread, each written to ``tarflow_<part>.md`` and joined into
+``tarflow.md``: ``digits`` and ``mnist`` (bits/dim on ``image_density``'s splits beside a Gaussian
+mixture), ``conditional`` (class-conditional digits: guided samples read by an SVM, generative
+classifiers), ``cache`` (sampling with and without the key/value cache) and ``tabular`` (TarFlow
+beside MAFDensity on ADBench sets). Protocol and results: ``results/tarflow.md``.
 
     OMP_NUM_THREADS=1 python -m benchmarks.tarflow digits conditional cache tabular mnist
 """

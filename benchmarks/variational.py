@@ -1,16 +1,9 @@
 """Reverse-KL fitting: log-normalizer error and ELBO per flow, on targets with known normalizers.
 
-Targets: correlated Gaussians (closed-form log Z) and Rezende and Mohamed's (2015) test energies
-U1..U4 (log Z by quadrature on a fine grid). U2, U3 and U4 as published do not decay along z1;
-here they are multiplied by exp(-(z1 / 4.5)^8), which leaves the plotted box [-4, 4]^2 almost
-unchanged and makes log Z finite. Methods: skflow's VariationalDensity with each flow, and the
-peers fitted by the same reverse KL in the peers' hand loop (``harness.peers.ReverseKL``): a
-mean-field Gaussian and zuko's neural spline flow. skflow's flows stop early on a smoothed ELBO
-(patience 150, one learning-rate drop); the peers run Adam for ``--max-steps``.
-
-Reported: the error of the importance-sampling estimate of log Z (draws from the fitted q), the ELBO
-gap ELBO - log Z = -KL(q || p) (0 is perfect; skflow's ELBO is its ``elbo_``) and the effective
-sample size of the importance weights over the number of draws (ESS, 1 is perfect).
+Correlated Gaussians and Rezende and Mohamed's energies U1..U4 (U2-U4 times exp(-(z1 / 4.5)^8), so log
+Z is finite); skflow's VariationalDensity with each flow against a mean-field Gaussian and zuko's NSF
+fitted by the same reverse KL (``harness.peers.ReverseKL``). Reported: log Z error, ELBO gap and the
+effective sample size. Protocol and results: ``results/variational.md``.
 
     OMP_NUM_THREADS=1 python -m benchmarks.variational --max-steps 800 --lr 1e-2
 """
@@ -36,8 +29,7 @@ def random_covariance(n_features, seed):
     return (q * torch.logspace(-1, 1, n_features, dtype=torch.float64)) @ q.T
 
 
-def wave(z):
-    """``z2 - w1(z)``, ``w1(z) = sin(2 pi z1 / 4)``."""
+def wave(z):  # z2 - sin(2 pi z1 / 4)
     return z[:, 1] - torch.sin(2 * math.pi * z[:, 0] / 4)
 
 
@@ -45,8 +37,7 @@ def envelope(z):
     return (z[:, 0] / 4.5) ** 8
 
 
-def two_waves(z, shift, scale):
-    """U3 and U4: the wave and a copy shifted by ``shift``, times the envelope."""
+def two_waves(z, shift, scale):  # U3 and U4: the wave and a copy shifted by shift, times the envelope
     d = wave(z)
     return torch.logaddexp(-0.5 * (d / scale) ** 2, -0.5 * ((d + shift) / 0.35) ** 2) - envelope(z)
 
@@ -84,8 +75,7 @@ def target(name):
     return log_prob, 0.5 * float(torch.logdet(2 * math.pi * cov)), len(mean), "closed form"
 
 
-def as_float32(fn, x):
-    """A target (float64 constants) evaluated on a float32 flow's draws."""
+def as_float32(fn, x):  # a target (float64 constants) on a float32 flow's draws
     return fn(x.double()).to(x.dtype)
 
 

@@ -1,9 +1,8 @@
 """The one registry of peers: what a user would fit instead of skflow, each written once.
 
-zuko's flows (:class:`ZukoFlow`, trained by :func:`hand_loop`, the one hand-written loop), then
-scikit-learn densities, outlier detectors (``OUTLIER_PEERS``), mixed-table models and conditional
-densities. Optional packages (zuko, pyod, stepmix, ngboost) are imported when a peer is built or
-fitted; a missing one raises ``runner.Unavailable`` and the runner skips the peer.
+zuko's flows (:class:`ZukoFlow`, trained by :func:`hand_loop`), scikit-learn densities, outlier
+detectors, mixed-table models and conditional densities. A missing optional package (zuko, pyod,
+stepmix, ngboost) raises ``runner.Unavailable`` when the peer is fitted; the runner skips the peer.
 """
 
 import copy
@@ -37,9 +36,9 @@ def moments(A):
 
 
 def hand_loop(module, epoch_losses, valid_loss=None, *, max_epochs, lr, weight_decay=0.0, patience=20):
-    """The peers' training loop: AdamW (Adam without weight decay) on each loss of ``epoch_losses()``,
-    gradient norm clipped to 10; stops ``patience`` epochs after the best ``valid_loss()`` (None: no early
-    stopping) and restores the best weights. Returns the number of epochs run."""
+    """The peers' training loop: AdamW on each loss of ``epoch_losses()``, gradient norm clipped to 10;
+    stops ``patience`` epochs after the best ``valid_loss()`` (None: never), restores the best weights.
+    Returns the number of epochs run."""
     optimizer = torch.optim.AdamW(module.parameters(), lr=lr, weight_decay=weight_decay)
     best, best_state, waited, n_epochs = math.inf, None, 0, 0
     while n_epochs < max_epochs:
@@ -73,13 +72,10 @@ def zuko_flow(flow, features, context=0, n_transforms=5, hidden_features=(128, 1
 
 
 class ZukoFlow(BaseEstimator):
-    """zuko's MAF or NSF trained by :func:`hand_loop` with skflow's recipe; scores in the units of X.
-
-    Per-column standardisation (its log-determinant added back), a seeded validation split; the defaults
-    are skflow's architecture and its ``"auto"`` training settings up to 20,000 rows. ``fit(X, context)``
-    fits ``p(x | context)`` (standardised context). ``noise``, one value per column (NaN: none), is the
-    lower end ``a`` of uniform noise ``U(a, a + 1)`` added to the training rows afresh every epoch.
-    """
+    """zuko's MAF or NSF trained by :func:`hand_loop` with skflow's defaults (architecture, and training
+    up to 20,000 rows) on standardised columns, a seeded validation split; scores in the units of X.
+    ``fit(X, context)`` fits ``p(x | context)``. ``noise`` (per column; NaN: none) is the lower end ``a``
+    of uniform noise ``U(a, a + 1)`` added to the training rows afresh every epoch."""
 
     def __init__(self, flow="MAF", n_transforms=5, hidden_features=(128, 128), spline_bins=8,
                  max_epochs=300, batch_size=64, lr=1e-3, weight_decay=1e-5, validation_fraction=0.1,
@@ -95,8 +91,7 @@ class ZukoFlow(BaseEstimator):
         return X + ~np.isnan(self.noise) * (np.nan_to_num(self.noise) + rng.random(X.shape))
 
     def _tensor(self, A, mean, scale):
-        A = (np.asarray(A, float) - mean) / scale
-        return torch.as_tensor(A, dtype=torch.float32, device=self.device)
+        return torch.as_tensor((np.asarray(A, float) - mean) / scale, dtype=torch.float32, device=self.device)
 
     def _log_prob(self, Z, C):
         return torch.cat([self.flow_(None if C is None else C[i:i + 8192]).log_prob(Z[i:i + 8192])
@@ -134,7 +129,6 @@ class ZukoFlow(BaseEstimator):
         return self
 
     def score_samples(self, X, context=None):
-        """``log p(x)`` (or ``log p(x | context)``) per row, in the units of X."""
         with torch.no_grad():
             log_prob = self._log_prob(self._tensor(X, self.mean_, self.scale_), self._context(context))
         return log_prob.double().cpu().numpy() - np.log(self.scale_).sum()
@@ -163,7 +157,7 @@ class MeanField(torch.nn.Module):
 
 class ReverseKL:
     """q (``"mean-field"``, or ``"zuko NSF"``: 3 spline layers of 64x64) fitted to ``exp(log_prob)`` by
-    :func:`hand_loop` on the negative ELBO: Adam, ``max_steps`` steps of ``batch_size`` draws."""
+    :func:`hand_loop` on the negative ELBO, ``max_steps`` steps of ``batch_size`` draws."""
 
     def __init__(self, q, max_steps=800, lr=1e-2, batch_size=256):
         self.q, self.max_steps, self.lr, self.batch_size = q, max_steps, lr, batch_size
@@ -209,13 +203,11 @@ class Standardized:
 
 
 def gmm_cv(seed):
-    """A GaussianMixture tuned by 3-fold CV over components {1..40} and the four covariance types."""
     grid = {"n_components": [1, 2, 5, 10, 20, 40], "covariance_type": ["full", "diag", "tied", "spherical"]}
     return Standardized(GridSearchCV(GaussianMixture(max_iter=300, random_state=seed), grid, cv=3))
 
 
 def kde_cv(seed):
-    """A KernelDensity tuned by 3-fold CV over 13 bandwidths in [0.03, 2] (standardised units)."""
     grid = {"bandwidth": np.logspace(-1.5, 0.3, 13)}
     return Standardized(GridSearchCV(KernelDensity(rtol=1e-6), grid, cv=3))
 
@@ -234,8 +226,8 @@ class BICGaussianMixture(BaseEstimator):
         self.random_state, self.max_components = random_state, max_components
 
     def fit(self, X, y=None):
-        k = max(1, min(self.max_components, len(X) // 10))
-        self.model_ = bic_gmm(X, self.random_state, k, reg_covar=1e-4)
+        self.model_ = bic_gmm(X, self.random_state, max(1, min(self.max_components, len(X) // 10)),
+                              reg_covar=1e-4)
         return self
 
     def score_samples(self, X):
@@ -330,8 +322,8 @@ def normality(model, protocol):
     return lambda X: -model.decision_function(X)  # PyOD's: higher is more abnormal
 
 
-# fit(codes, C, cardinalities) on discrete codes (n, p) and continuous columns (n, k); score(codes,
-# C_draws) averages the per-row log-likelihood over the dequantization draws C_draws (n_draws, n, k).
+# Mixed tables: fit(codes, C, cardinalities) on discrete codes (n, p) and continuous columns (n, k);
+# score(codes, C_draws) is the per-row log-likelihood averaged over the draws C_draws (n_draws, n, k).
 class StepMixPeer:
     """StepMix latent classes (1..10 by BIC): categorical codes, ``gaussian_diag`` standardised columns."""
 
@@ -415,8 +407,8 @@ class ProductPeer:
                 f"pooled k={pooled}")
 
 
-# fit(X, Y) with Y of shape (n, k); log_density(X, Y), interval(X, coverage), mean(X) and info();
-# a peer without one of them sets it to None.
+# Conditional densities: fit(X, Y) with Y (n, k); log_density(X, Y), interval(X, coverage), mean(X) and
+# info(); a peer without one of them sets it to None.
 class NormalPeer:
     """A peer predicting a Normal per row and target: ``normal(X)``, its ``(loc, scale)``, each (n, k)."""
 

@@ -21,6 +21,11 @@ def seeds_label(name, n):
     return f"{name} ({n} seed{'s' * (n > 1)})"
 
 
+def epochs(model):
+    """``"E epochs"``, or ``"E1+E2+... epochs"`` for the members of an ensemble."""
+    return "+".join(str(member.n_iter_) for member in getattr(model, "estimators_", [model])) + " epochs"
+
+
 def grid(records, key, rows, cols, *, row="set", col="model", corner=None, cell=fmt, best=None):
     """A table of records: one row per value of the field ``row``, one column per value of ``col``.
 
@@ -99,22 +104,17 @@ def save(fig, path, dpi=120):
     pyplot().close(fig)
 
 
-def tile(images, n_cols):
-    """Images ``(n, h, w)`` as one array of ``n_cols`` columns, one blank pixel between them."""
-    images = np.asarray(images, dtype=float)
-    n, h, w = images.shape
-    n_rows = -(-n // n_cols)
-    padded = np.full((n_rows * n_cols, h + 1, w + 1), np.nan)
-    padded[:n, :h, :w] = images
-    return padded.reshape(n_rows, n_cols, h + 1, w + 1).transpose(0, 2, 1, 3).reshape(n_rows * (h + 1), -1)
-
-
 def save_grids(path, grids, n_cols, vmax, cmap="gray_r", width=2.4):
-    """One panel per entry of ``grids`` (title: images ``(n, h, w)``), tiled; saved as a PNG."""
+    """One panel per entry of ``grids`` (title: images ``(n, h, w)``) in rows of ``n_cols``; a PNG."""
     plt = pyplot()
     fig, axes = plt.subplots(1, len(grids), figsize=(width * len(grids), width + 0.3), squeeze=False)
     for ax, (title, images) in zip(axes[0], grids.items()):
-        ax.imshow(tile(images, n_cols), cmap=cmap, vmin=0, vmax=vmax, interpolation="nearest")
+        images = np.asarray(images, dtype=float)
+        (n, h, w), n_rows = images.shape, -(-len(images) // n_cols)
+        tiled = np.full((n_rows * n_cols, h + 1, w + 1), np.nan)  # one blank pixel between images
+        tiled[:n, :h, :w] = images
+        tiled = tiled.reshape(n_rows, n_cols, h + 1, w + 1).transpose(0, 2, 1, 3)
+        ax.imshow(tiled.reshape(n_rows * (h + 1), -1), cmap=cmap, vmin=0, vmax=vmax, interpolation="nearest")
         ax.set_title(title, fontsize=7)
         ax.axis("off")
     save(fig, path, dpi=110)

@@ -48,19 +48,16 @@ def parser(doc, *, seeds=None, sets=None, default_sets=None, cache=False, parts=
     """The common options: ``--tiny``, ``--out``, ``--name``, and where a script has them ``--seeds``,
     ``--sets``, ``--cache`` and ``--report-only``, and the positional ``parts``."""
     p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--tiny", action="store_true",
-                   help="a smoke run of seconds (a few dozen rows, 2 epochs, one seed) into a temporary dir")
-    p.add_argument("--out", type=Path, help=f"folder of the report (default {RESULTS}; with --tiny a "
-                                            "temporary one), or the report's path DIR/NAME.md")
+    p.add_argument("--tiny", action="store_true", help="a smoke run of seconds into a temporary folder")
+    p.add_argument("--out", type=Path, help=f"the report's folder (default {RESULTS}) or path DIR/NAME.md")
     p.add_argument("--name", help="file name of the report, without .md (default: the script's name)")
     if seeds is not None:
         p.add_argument("--seeds", type=int, nargs="+", default=list(seeds))
     if sets is not None:
         p.add_argument("--sets", nargs="+", choices=sets, default=list(default_sets or sets))
     if cache:
-        p.add_argument("--cache", type=Path, nargs="+",
-                       help="JSON files of finished runs, all read (for one run the earliest file wins); new "
-                            "runs go to the first (default: results/cache/<name>.json)")
+        p.add_argument("--cache", type=Path, nargs="+", help="JSON files of finished runs, all read (the "
+                       "earliest file wins); new runs go to the first (default: results/cache/<name>.json)")
         p.add_argument("--report-only", action="store_true", help="write the report from the cache alone")
     if parts is not None:  # checked in parse: argparse's choices reject any default of nargs="*"
         p.add_argument("parts", nargs="*", default=list(parts), help=f"any of {', '.join(parts)} (all)")
@@ -78,8 +75,7 @@ def parse(p, argv, module, tiny=None, threads=1):
     args.command = "OMP_NUM_THREADS=1 python -m " + shlex.join([module, *argv])
     if args.out is not None and args.out.suffix == ".md":  # --out DIR/NAME.md: the report's folder and name
         args.out, args.name = args.out.parent, args.name or args.out.stem
-    args.name = args.name or script
-    args.max_rows, args.epochs = None, None
+    args.name, args.max_rows, args.epochs = args.name or script, None, None
     if not set(getattr(args, "parts", [])) <= set(getattr(args, "all_parts", [])):
         p.error(f"parts: choose from {', '.join(args.all_parts)}")
     if args.tiny:
