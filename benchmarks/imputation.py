@@ -11,6 +11,7 @@ the incomplete training rows, and time. Protocol and results: ``results/imputati
 from functools import partial
 
 import numpy as np
+from sklearn.base import clone
 from sklearn.datasets import load_diabetes, load_wine
 from sklearn.ensemble import ExtraTreesRegressor
 from sklearn.experimental import enable_iterative_imputer  # noqa: F401
@@ -97,8 +98,8 @@ def run_one(name, pattern, seed, args):
 def likelihoods(train, test, args, seed, incomplete=None):
     """Held-out log-likelihood of the test rows' observed cells: fitted with incomplete rows, and on
     complete rows only."""
-    make = lambda: runner.shorten(FlowImputer(random_state=seed)._template().set_params(random_state=seed),
-                                  args.epochs)
+    template = FlowImputer(random_state=seed)._template().set_params(random_state=seed, stack=None)
+    make = lambda: runner.shorten(clone(template), args.epochs)  # the same flows on complete rows, unstacked
     if incomplete is None:
         incomplete = make().fit(train)
     complete = train.dropna() if hasattr(train, "dropna") else train[~np.isnan(train).any(axis=1)]

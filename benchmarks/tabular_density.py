@@ -21,7 +21,7 @@ MODELS = {
     "MADE MoG10": lambda seed: MADEDensity(n_components=10, random_state=seed),
     "zuko MAF": lambda seed: peers.ZukoFlow("MAF", random_state=seed),
     "NSF": lambda seed: NSFDensity(random_state=seed),
-    "MAF x5": lambda seed: FlowMixture(MAFDensity(), n_estimators=5, random_state=seed),
+    "MAF x5": lambda seed: FlowMixture(MAFDensity(), n_estimators=5, stack=None, random_state=seed),
     "zuko NSF": lambda seed: peers.ZukoFlow("NSF", random_state=seed),
     "GMM (CV)": peers.gmm_cv,
     "KDE (CV)": peers.kde_cv,
