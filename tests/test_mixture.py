@@ -8,6 +8,7 @@ import pandas as pd
 import pytest
 from scipy.integrate import quad
 from scipy.special import logsumexp
+from scipy.stats import multivariate_normal
 from sklearn.base import clone
 from sklearn.exceptions import NotFittedError
 from sklearn.mixture import GaussianMixture
@@ -16,7 +17,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from skflow import FlowMixture, FlowOutlierDetector, MAFDensity, NSFDensity
-from skflow.estimators.stacking import stacking_weights
+from skflow.estimators.stacking import reference_log_density, stacking_weights, training_noise
 
 SMALL = {"n_transforms": 1, "hidden_features": (8,), "max_epochs": 10}
 
@@ -165,9 +166,13 @@ def test_stacking_weights_recover_a_known_mixture():
     x = np.where(rng.random(20000) < 0.7, rng.normal(0, 1, 20000), rng.normal(3, 1, 20000))
     L = np.column_stack([-0.5 * x**2, -0.5 * (x - 3) ** 2]) - 0.5 * np.log(2 * np.pi)
     np.testing.assert_allclose(stacking_weights(L), [0.7, 0.3], atol=0.01)
-    # a useless component gets (almost) no weight
+    np.testing.assert_allclose(stacking_weights(L, prior_rows=0), [0.7, 0.3], atol=0.01)
+    # a useless component gets only its prior's share: one pseudo-row among n + 3
     L3 = np.column_stack([L, np.full(len(x), -30.0)])
-    assert stacking_weights(L3)[2] < 1e-6
+    assert stacking_weights(L3)[2] == pytest.approx(1 / (len(x) + 3), rel=1e-3)
+    assert stacking_weights(L3, prior_rows=0)[2] < 1e-6
+    # with a handful of rows the prior keeps the weights away from 0 and 1
+    assert np.all(stacking_weights(L3[:5]) > 0.05)
 
 
 def test_stacked_log_density_is_the_weighted_logsumexp_of_its_components(stacked):
@@ -178,7 +183,10 @@ def test_stacked_log_density_is_the_weighted_logsumexp_of_its_components(stacked
     scaler = model.estimator_.standardizer_
     Z = scaler.transform(X)
     parts = [m.score_samples(X) for m in model.estimators_]
-    parts += [r.score_samples(Z) + scaler.log_det_ for r in model.stacked_]
+    # each stacked density carries the flows' tail guard: 0.999 of it and 0.001 of N(0, 3^2 I)
+    wide = multivariate_normal(np.zeros(2), 9 * np.eye(2)).logpdf(Z)
+    parts += [np.logaddexp(np.log(0.999) + r.score_samples(Z), np.log(0.001) + wide) + scaler.log_det_
+              for r in model.stacked_]
     expected = logsumexp(np.array(parts) + np.log(model.weights_)[:, None], axis=0)
     np.testing.assert_allclose(model.score_samples(X), expected, rtol=1e-10)
 
@@ -191,9 +199,9 @@ def test_stacked_weights_come_from_held_out_rows(stacked):
     for member in model.estimators_:
         valid = member._member_plan(member.random_state, len(X))[3]
         train = np.setdiff1d(np.arange(len(X)), valid)
-        # no dequantization noise here: every column is continuous
+        # no training noise here: every column is continuous, without a point mass
         columns = [member.score_samples(X[valid]) - scaler.log_det_]
-        columns += [clone(r).fit(Z[train]).score_samples(Z[valid]) for r in model.stacked_]
+        columns += [reference_log_density(clone(r).fit(Z[train]), Z[valid], 0.001) for r in model.stacked_]
         held_out.append(np.column_stack(columns))
     weights = stacking_weights(np.concatenate(held_out))
     np.testing.assert_allclose(model.weights_[3:], weights[1:], rtol=1e-6)
@@ -226,6 +234,12 @@ def test_stacked_samples_follow_the_weights_and_are_reproducible(stacked):
     # replay: the component picked per row has the stacked densities' probabilities
     picked = np.random.RandomState(0).choice(5, size=4000, p=model.weights_)
     assert np.bincount(picked, minlength=5)[3:].sum() > 0
+    # the Gaussian mixture's draws (which it returns sorted by component) come back shuffled
+    gmm = model.stacked_[0]
+    rows = np.flatnonzero(picked == 3)
+    assert len(rows) > 100 and gmm.n_components > 1
+    half = len(rows) // 2
+    assert abs(np.mean(draws[rows[:half], 0] > 0) - np.mean(draws[rows[half:], 0] > 0)) < 0.2
 
 
 def test_stacked_fit_is_reproducible_picklable_and_takes_dataframes(stacked):
@@ -268,5 +282,50 @@ def test_auto_stacks_only_where_it_can_and_an_explicit_stack_says_why():
         explicit.fit(X, labels)
     with pytest.raises(TypeError, match="fit and score_samples"):
         FlowMixture(small, n_estimators=2, stack=[StandardScaler()], random_state=0).fit(X)
+    with pytest.raises(ValueError, match="class labels"):
+        FlowMixture(small, n_estimators=2, random_state=0).fit(X).sample(3, return_y=True)
     with pytest.raises(ValueError, match="stack"):
         FlowMixture(small, stack="gmm").fit(X)
+
+
+def test_stacked_densities_see_the_flows_training_noise():
+    rng = np.random.default_rng(0)
+    # a continuous column clipped at 0 (a point mass of 40%) beside a continuous one
+    x = rng.normal(size=(300, 2))
+    x[:, 0] = np.maximum(x[:, 0], -0.25)
+    x[:, 0] = np.where(x[:, 0] == -0.25, 0.0, x[:, 0] + 0.25)
+    density = MAFDensity(n_transforms=1, hidden_features=(16,), max_epochs=40, point_mass_noise=0.3)
+    model = FlowMixture(density, n_estimators=2, random_state=0).fit(x)
+    assert model.estimator_.standardizer_.point_mass_[0]
+    # smoothed like the flows, no stacked density is a spike at the point mass: a step of 0.02
+    # off it costs little
+    at, beside = model.score_samples(np.array([[0.0, 0.0], [0.02, 0.0]]))
+    assert at - beside < 0.5
+    # the noise itself: U(-w/2, w/2) on integer-valued columns, N(0, s^2) on point-mass ones
+    counts = np.c_[rng.integers(0, 50, size=300), x[:, 0]]  # no integer holds 10% of the rows
+    member = MAFDensity(**SMALL, point_mass_noise=0.3).fit(counts)
+    Z = member.standardizer_.transform(counts)
+    noise = training_noise(member, Z, np.random.default_rng(1)) - Z
+    width = member.standardizer_.noise_width[0]
+    assert width > 0 and np.abs(noise[:, 0]).max() <= width / 2
+    assert np.std(noise[:, 0]) == pytest.approx(width / np.sqrt(12), rel=0.15)
+    assert np.std(noise[:, 1]) == pytest.approx(0.3, rel=0.15)
+
+
+def test_stacking_tunes_on_shuffled_folds():
+    # rows sorted by class: unshuffled 3-fold CV would hold out one class per fold
+    from sklearn.datasets import load_iris
+
+    X = load_iris().data
+    model = FlowMixture(MAFDensity(**SMALL), n_estimators=2, random_state=0).fit(X)
+    assert model.stacked_[0].n_components > 1  # unshuffled folds pick a single Gaussian here
+
+
+def test_stacking_is_refused_for_discrete_levels():
+    from skflow import TarFlowDensity
+
+    X = np.random.default_rng(0).integers(0, 17, size=(120, 4))
+    tarflow = TarFlowDensity(n_bins=17, n_blocks=1, n_layers=1, channels=4, n_heads=2, max_epochs=2)
+    assert FlowMixture(tarflow, n_estimators=2, random_state=0).fit(X).stacked_ == []
+    with pytest.raises(ValueError, match="discrete levels"):
+        FlowMixture(tarflow, n_estimators=2, stack=[GaussianMixture()], random_state=0).fit(X)

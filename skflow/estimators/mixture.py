@@ -10,8 +10,6 @@ units of the data, and it integrates to 1 because each component does.
 Sampling picks a component by its weight for each row.
 """
 
-import copy
-import inspect
 from dataclasses import field
 from numbers import Integral
 
@@ -23,9 +21,17 @@ from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
+from ..data import Standardizer
 from .density import FlowDensity, parameters
 from .ensemble import fit_members, member_seeds, mixture_log_density, sample_members
-from .stacking import AUTO_MAX_ROWS, AUTO_MIN_ROWS, default_references, fit_stack
+from .stacking import (
+    AUTO_MAX_ROWS,
+    AUTO_MIN_ROWS,
+    default_references,
+    fit_stack,
+    reference_log_density,
+    sample_reference,
+)
 from .tabular import MAFDensity
 
 __all__ = ["FlowMixture"]
@@ -33,24 +39,18 @@ __all__ = ["FlowMixture"]
 
 def _stack_problem(member, y, sample_weight):
     """Why classical densities cannot be stacked with the fitted copy ``member`` (None: they can)."""
-    if not hasattr(member, "standardizer_") or getattr(member, "layout_", None) is not None:
-        return "stacking needs a tabular estimator (rows, not images)"
-    if getattr(member, "table_", None) is not None or member.standardizer_.discrete_.any():
+    scaler = getattr(member, "standardizer_", None)
+    if not isinstance(scaler, Standardizer) or getattr(member, "layout_", None) is not None:
+        return "stacking needs a tabular estimator of continuous rows (not images or discrete levels)"
+    if getattr(member, "n_bins", None) is not None:
+        return "stacking needs continuous rows (the estimator models discrete levels, n_bins)"
+    if getattr(member, "table_", None) is not None or scaler.discrete_.any():
         return "stacking needs numeric columns only (a mixed table has categories)"
     if y is not None or sample_weight is not None:
         return "stacking is not available with class labels or sample_weight"
     if member.validation_fraction <= 0:
         return "stacking needs the copies' validation rows (validation_fraction > 0)"
     return None
-
-
-def _draw_standardised(density, n_samples, rng):
-    """``n_samples`` draws of a fitted scikit-learn density, seeded from ``rng`` (the density unchanged)."""
-    seed = int(rng.randint(np.iinfo(np.int32).max))
-    if "random_state" in inspect.signature(density.sample).parameters:  # KernelDensity
-        return density.sample(n_samples, random_state=seed)
-    Z = copy.copy(density).set_params(random_state=seed).sample(n_samples)  # GaussianMixture
-    return Z[0] if isinstance(Z, tuple) else Z
 
 
 @parameters
@@ -82,14 +82,18 @@ class FlowMixture(DensityMixin, BaseEstimator):
     stack : "auto", list of estimators or None, default="auto"
         Classical densities stacked with the flows. "auto": a
         ``GaussianMixture`` (1 to 8 components, full or diagonal covariances)
-        and a Gaussian ``KernelDensity`` (12 bandwidths), each tuned by 3-fold
-        cross-validation, when the fit allows stacking (below); otherwise
+        and a Gaussian ``KernelDensity`` (12 bandwidths), each tuned by shuffled
+        3-fold cross-validation, when the fit allows stacking (below); otherwise
         the flows alone. A list: those densities (objects with ``fit`` and
         ``score_samples``, e.g. a ``GridSearchCV`` over one), which must be
-        stackable. None: the flows alone, with equal weights. The stacked
-        densities are fitted in the flows' standardised units, on rows whose
-        integer-valued columns carry the flows' dequantization noise.
-        Stacking needs a numeric table with no missing cells, of 30 to
+        stackable; each must return normalised log-densities of its
+        (standardised) rows, and have ``sample(n_samples, random_state)`` for
+        :meth:`sample`. None: the flows alone, with equal weights. The stacked
+        densities are fitted in the flows' standardised units, on rows that
+        carry the flows' training noise (dequantization of integer-valued
+        columns, smoothing of point-mass columns), and carry the flows' tail
+        guard (see :mod:`skflow.estimators.stacking`). Stacking needs a
+        numeric table of continuous rows with no missing cells, of 30 to
         10,000 rows ("auto" only; a list has no size limit), fitted without
         labels or ``sample_weight``, by a tabular estimator with
         ``validation_fraction > 0``.
@@ -139,7 +143,8 @@ class FlowMixture(DensityMixin, BaseEstimator):
     stacked density is refitted (at its tuned settings) on the rows outside
     ``V_k`` and scores them too. EM then finds the weights that maximise the
     pooled held-out log-likelihood of the flows (copy ``k``'s density on
-    ``V_k``) and the stacked densities. The flows' weight is shared equally
+    ``V_k``) and the stacked densities, under a Dirichlet prior of one
+    pseudo-row per component (no weight is exactly 0). The flows' weight is shared equally
     by the copies, whose held-out rows judge one copy rather than their
     mixture: a small bias towards the classical densities. Rows with missing
     cells, scored after a stacked fit, get the importance-sampling estimate
@@ -211,6 +216,9 @@ class FlowMixture(DensityMixin, BaseEstimator):
         self : object
             The fitted mixture.
         """
+        for reference in self.stack if isinstance(self.stack, list) else []:
+            if not (hasattr(reference, "fit") and hasattr(reference, "score_samples")):
+                raise TypeError(f"stack holds {reference!r}, which has no fit and score_samples.")
         estimator = self._estimator()
         if self.verbose:
             estimator = clone(estimator).set_params(verbose=self.verbose)
@@ -238,14 +246,10 @@ class FlowMixture(DensityMixin, BaseEstimator):
             raise ValueError(f"stack={self.stack!r} cannot be used here: {problem}. Pass stack=None.")
         else:
             references = self.stack
-            for reference in references:
-                if not (hasattr(reference, "fit") and hasattr(reference, "score_samples")):
-                    raise TypeError(f"stack holds {reference!r}, which has no fit and score_samples.")
         Z = member.standardizer_.transform(A)
         valid = [m._member_plan(m.random_state, len(Z))[3] for m in self.estimators_]
         rng = np.random.default_rng(seeds[0])
-        noise = member.standardizer_.noise_width
-        self.stacked_, weights = fit_stack(references, Z, noise, self.estimators_, valid, rng)
+        self.stacked_, weights = fit_stack(references, Z, self.estimators_, valid, rng)
         flows = np.full(self.n_estimators, weights[0] / self.n_estimators)
         self.weights_ = np.concatenate([flows, weights[1:]])
         return self
@@ -278,7 +282,8 @@ class FlowMixture(DensityMixin, BaseEstimator):
         """Log-density of complete standardised rows ``Z`` (the copies' shared units) under the
         mixture, stacked densities included (what :func:`skflow.estimators.imputer.posterior` uses)."""
         parts = [member._log_prob(Z, context) for member in self.estimators_]
-        parts += [reference.score_samples(Z) for reference in self.stacked_]
+        tail = self.estimator_._tail_weight
+        parts += [reference_log_density(reference, Z, tail) for reference in self.stacked_]
         return logsumexp(np.stack(parts) + np.log(self.weights_)[:, None], axis=0)
 
     def score(self, X, y=None):
@@ -326,10 +331,13 @@ class FlowMixture(DensityMixin, BaseEstimator):
         if labels is not None and len(labels) != n_samples:
             raise ValueError(f"y has {len(labels)} labels for n_samples={n_samples}.")
 
+        if return_y and self.stacked_:
+            raise ValueError("return_y=True needs a model fitted with class labels (fit(X, y)).")
+
         def draw(density, rows):
             if any(density is reference for reference in self.stacked_):  # a classical density, standardised
                 member = self.estimator_
-                Z = np.asarray(_draw_standardised(density, rows.size, rng), dtype=np.float64)
+                Z = sample_reference(density, rows.size, rng, member._tail_weight)
                 return member._restore(member.standardizer_.inverse_transform(Z))
             options = {} if y is None else {"y": y if labels is None else labels[rows]}
             return density.sample(rows.size, random_state=rng, return_y=return_y, **options)
