@@ -27,6 +27,7 @@ from skflow import (
 from skflow.data.missing import GaussianProposal, fill, fit_gaussian
 from skflow.data.scaling import Standardizer
 from skflow.estimators import density as density_module
+from skflow.estimators.imputer import posterior
 from skflow.models.flow import whitening
 
 COV = np.array([[1.0, 0.8, 0.3], [0.8, 1.0, 0.5], [0.3, 0.5, 1.0]])
@@ -282,6 +283,18 @@ def test_detector_and_regressor_take_missing_cells():
     incomplete = np.isnan(Xm).any(axis=1)
     spread = np.std(scores[~incomplete])
     assert abs(np.median(scores[incomplete]) - np.median(scores[~incomplete])) < spread
+    # a FlowMixture inside the detector scores them the same way: E[log p(x_o, x_m) | x_o] under
+    # the whole (stacked) mixture
+    mixture = FlowOutlierDetector(FlowMixture(MAFDensity(n_transforms=1, max_epochs=10), n_estimators=2),
+                                  random_state=0).fit(X)
+    expected = mixture.estimator_.score_samples(Xm)
+    member = mixture.estimator_
+    A = member.estimator_._validate(Xm, reset=False)
+    assert member.stacked_
+    for index, _, weight, log_joint in posterior(member, A):
+        expected[index] = np.sum(weight * log_joint, axis=1)
+    np.testing.assert_allclose(mixture.score_samples(Xm), expected, rtol=1e-10)
+    assert not np.allclose(expected[incomplete], member.score_samples(Xm)[incomplete])
     reg = FlowRegressor(MAFDensity(n_transforms=1, max_epochs=10), n_estimators=2, random_state=0)
     reg.fit(Xm[:, :2], X[:, 2])
     assert np.all(np.isfinite(reg.predict(Xm[:, :2])))

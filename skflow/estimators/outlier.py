@@ -420,7 +420,8 @@ class FlowOutlierDetector(OutlierMixin, BaseEstimator):
         """A copy's log-density of complete rows; for a row with missing cells the expected log-density
         of the completed row under the copy's posterior of those cells, ``E[log p(x_o, x_m) | x_o]``
         (comparable with complete rows, where the marginal ``log p(x_o)`` of fewer cells is not)."""
-        A = member._validate(X, reset=False) if hasattr(member, "_importance") else None
+        base = getattr(member, "estimator_", member)  # a FlowMixture validates through its first copy
+        A = base._validate(X, reset=False) if hasattr(base, "_importance") else None
         if A is None or not np.isnan(A).any():
             return member.score_samples(X)
         scores, complete = np.empty(len(A)), ~np.isnan(A).any(axis=1)
