@@ -256,7 +256,10 @@ SPECIFIC_INVALID = [
 @pytest.mark.parametrize(
     "name, params",
     [(name, p) for name in ALL for p in COMMON_INVALID] + SPECIFIC_INVALID,
-    ids=lambda v: v if isinstance(v, str) else "-".join(f"{k}={v[k]}" for k in v),
+    # ids name an object by its type, not its address, so every process collects the same tests
+    ids=lambda v: v if isinstance(v, str) else "-".join(
+        f"{k}={v[k] if isinstance(v[k], (int, float, str, tuple)) else type(v[k]).__name__}" for k in v
+    ),
 )
 def test_invalid_hyperparameters_raise_at_fit(name, params, wine):
     est = make(name, **params)  # __init__ never validates
