@@ -231,28 +231,33 @@ class FlowMixture(DensityMixin, BaseEstimator):
         if hasattr(self.estimator_, "feature_names_in_"):
             self.feature_names_in_ = self.estimator_.feature_names_in_
         self.stacked_, self.weights_ = [], np.full(self.n_estimators, 1.0 / self.n_estimators)
+        references, A = self._references(X, y, sample_weight)
+        if references:
+            Z = self.estimator_.standardizer_.transform(A)
+            valid = [m._member_plan(m.random_state, len(Z))[3] for m in self.estimators_]
+            rng = np.random.default_rng(seeds[0])
+            self.stacked_, weights = fit_stack(references, Z, self.estimators_, valid, rng)
+            flows = np.full(self.n_estimators, weights[0] / self.n_estimators)
+            self.weights_ = np.concatenate([flows, weights[1:]])
+        return self
+
+    def _references(self, X, y, sample_weight):
+        """``(the unfitted densities to stack, X validated by the copies)``; ``([], None)`` when none are
+        (``stack=None``, or "auto" where stacking does not apply); a clear error for a list that cannot be."""
         if self.stack is None:
-            return self
+            return [], None
         member = self.estimator_
         problem = _stack_problem(member, y, sample_weight)
         A = None if problem else member._validate(X, reset=False)
         if A is not None and np.isnan(A).any():
             problem = "stacking needs a table without missing cells"
-        if self.stack == "auto":
-            if problem or not AUTO_MIN_ROWS <= len(A) <= AUTO_MAX_ROWS:
-                return self
-            references = default_references(len(A), member_seeds(1, self.random_state)[0])
-        elif problem:
-            raise ValueError(f"stack={self.stack!r} cannot be used here: {problem}. Pass stack=None.")
-        else:
-            references = self.stack
-        Z = member.standardizer_.transform(A)
-        valid = [m._member_plan(m.random_state, len(Z))[3] for m in self.estimators_]
-        rng = np.random.default_rng(seeds[0])
-        self.stacked_, weights = fit_stack(references, Z, self.estimators_, valid, rng)
-        flows = np.full(self.n_estimators, weights[0] / self.n_estimators)
-        self.weights_ = np.concatenate([flows, weights[1:]])
-        return self
+        if self.stack != "auto":
+            if problem:
+                raise ValueError(f"stack={self.stack!r} cannot be used here: {problem}. Pass stack=None.")
+            return self.stack, A
+        if problem or not AUTO_MIN_ROWS <= len(A) <= AUTO_MAX_ROWS:
+            return [], None
+        return default_references(len(A), member_seeds(1, self.random_state)[0]), A
 
     def score_samples(self, X):
         """Log-density of each row under the mixture, in nats and the units of the data.
@@ -302,7 +307,7 @@ class FlowMixture(DensityMixin, BaseEstimator):
         return float(np.mean(self.score_samples(X)))
 
     def sample(self, n_samples=1, random_state=None, *, y=None, return_y=False):
-        """Draw rows: each from a copy picked uniformly at random.
+        """Draw rows: each from a component picked by its weight (a copy, uniformly, without stacking).
 
         Parameters
         ----------
