@@ -74,8 +74,9 @@ def run_one(name, pattern, seed, args):
     imputers = {
         "FlowImputer": runner.shorten(FlowImputer(random_state=seed), args.epochs),
         "IterativeImputer": IterativeImputer(max_iter=10, random_state=seed),
-        "missForest": IterativeImputer(ExtraTreesRegressor(n_estimators=100, random_state=seed), max_iter=10,
-                                       random_state=seed),
+        "missForest": IterativeImputer(ExtraTreesRegressor(n_estimators=10 if args.tiny else 100,
+                                                           random_state=seed),  # --tiny: a smoke run
+                                       max_iter=2 if args.tiny else 10, random_state=seed),
         "KNNImputer": KNNImputer(),
     }
     record = {"n_train": len(train), "n_features": X.shape[1], "missing": float(hidden.mean())}
