@@ -94,7 +94,7 @@ class FlowMixture(DensityMixin, BaseEstimator):
         columns, smoothing of point-mass columns), and carry the flows' tail
         guard (see :mod:`skflow.estimators.stacking`). Stacking needs a
         numeric table of continuous rows with no missing cells, of 30 to
-        10,000 rows ("auto" only; a list has no size limit), fitted without
+        5,000 rows ("auto" only; a list has no size limit), fitted without
         labels or ``sample_weight``, by a tabular estimator with
         ``validation_fraction > 0``.
     random_state : int, RandomState instance or None, default=None

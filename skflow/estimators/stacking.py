@@ -46,7 +46,7 @@ __all__ = [
 ]
 
 #: ``stack="auto"`` mixes in the classical densities on tables of at most this many rows.
-AUTO_MAX_ROWS = 10_000
+AUTO_MAX_ROWS = 5_000
 #: Fewest training rows for ``stack="auto"``.
 AUTO_MIN_ROWS = 30
 #: Gaussian mixture sizes and kernel bandwidths (standardised units) searched by ``stack="auto"``.
