@@ -721,7 +721,8 @@ class FlowDensity(DensityMixin, BaseEstimator):
         trained float32 module instead of the float64 scoring copy (for the finiteness check)."""
         missing = np.isnan(Z).any(axis=1)
         if missing.any():
-            return self._marginal_log_prob(Z, context, missing, n_draws, exact)
+            log_joint = lambda filled, ctx: self._log_prob(filled, ctx, n_draws, exact)
+            return self._marginal_log_prob(Z, context, log_joint)
         module, dtype = self._scoring_module() if exact else (self._module, torch.float32)
         device, size = self._device(), self._inference_batch
         parts = lambda n, **batch: module.log_prob_parts(**batch)
@@ -736,14 +737,14 @@ class FlowDensity(DensityMixin, BaseEstimator):
             draws.append(discrete + _with_tail_guard(continuous, Z[:, columns], weight))
         return logsumexp(draws, axis=0) - np.log(len(draws))
 
-    def _marginal_log_prob(self, Z, context, missing, n_draws=None, exact=True):
-        """:meth:`_log_prob` of rows with missing cells: the importance-weighted estimate of the log-density
-        of their observed cells, with ``MISSING_SCORE_DRAWS`` draws each (complete rows exactly)."""
+    def _marginal_log_prob(self, Z, context, log_joint):
+        """Log-density of rows ``Z`` with missing cells, given ``log_joint(complete rows, context)``: the
+        importance-weighted estimate of the density of their observed cells, with
+        ``MISSING_SCORE_DRAWS`` draws each from this estimator's proposal (complete rows exactly)."""
         out = np.empty(len(Z))
-        complete = ~missing
-        if complete.any():
-            out[complete] = self._log_prob(Z[complete], _take(context, complete), n_draws, exact)
-        log_joint = lambda filled, ctx: self._log_prob(filled, ctx, n_draws, exact)
+        missing = np.isnan(Z).any(axis=1)
+        if (~missing).any():
+            out[~missing] = log_joint(Z[~missing], _take(context, ~missing))
         for index, _, log_p, log_q in self._importance(Z, np.flatnonzero(missing), log_joint, context):
             out[index] = logsumexp(log_p - log_q, axis=1) - np.log(log_q.shape[1])
         return out

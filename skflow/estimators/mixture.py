@@ -273,15 +273,9 @@ class FlowMixture(DensityMixin, BaseEstimator):
         check_is_fitted(self)
         if not self.stacked_:
             return mixture_log_density([member.score_samples(X) for member in self.estimators_])
-        member = self.estimator_
+        member = self.estimator_  # the copies share its validation, scaling and missing-cell proposal
         Z = member.standardizer_.transform(member._validate(X, reset=False))
-        out = np.empty(len(Z))
-        missing = np.isnan(Z).any(axis=1)
-        if (~missing).any():
-            out[~missing] = self._log_prob(Z[~missing])
-        for index, _, log_p, log_q in member._importance(Z, np.flatnonzero(missing), self._log_prob):
-            out[index] = logsumexp(log_p - log_q, axis=1) - np.log(log_q.shape[1])
-        return out + member.standardizer_.log_det(Z)
+        return member._marginal_log_prob(Z, None, self._log_prob) + member.standardizer_.log_det(Z)
 
     def _log_prob(self, Z, context=None):
         """Log-density of complete standardised rows ``Z`` (the copies' shared units) under the
