@@ -72,6 +72,21 @@ def test_stacked_members_compute_and_differentiate_as_alone(estimator, n_context
                 torch.testing.assert_close(stacked[name].grad[k], param.grad, rtol=1e-10, atol=1e-12)
 
 
+def test_masked_layer_models_stack_without_vmap():
+    """Models whose only weights are masked layers take the batched-matrix path; the rest (batch norm,
+    coupling layers, mixed tables) use vmap. Both paths are checked against the members above."""
+    expected = {"nsf": True, "maf-made-mixture": True, "made-mog": True, "maf-batch-norm": False,
+                "realnvp-spline": False}
+    estimators = {"nsf": NSFDensity(**SMALL), "maf-made-mixture": MAFDensity(**SMALL),
+                  "made-mog": MADEDensity(hidden_features=(8,), n_components=3),
+                  "maf-batch-norm": MAFDensity(**SMALL, batch_norm=True, base="normal"),
+                  "realnvp-spline": RealNVPDensity(**SMALL, coupling_map="spline")}
+    for name, estimator in estimators.items():
+        assert StackedMembers(_modules(estimator, 3, 2, k=2)).native is expected[name], name
+    diagonal = MAFDensity(**SMALL, base="diagonal")  # a weight outside a masked layer
+    assert not StackedMembers(_modules(diagonal, 3, 0, k=2)).native
+
+
 @pytest.mark.parametrize("n_context", [0, 2])
 def test_stacked_mixed_table_models_compute_as_alone(n_context):
     """A mixed-table model (categorical MADE x flow given the codes) stacks too."""

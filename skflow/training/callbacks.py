@@ -52,10 +52,7 @@ class DivergenceGuard(Callback):
         return self
 
     def _save(self, net):
-        self._snapshot = (
-            copy.deepcopy(net.module_.state_dict()),
-            copy.deepcopy(net.optimizer_.state_dict()),
-        )
+        self._snapshot = (_clone(net.module_.state_dict()), _clone(net.optimizer_.state_dict()))
 
     def _count(self, flag):
         self._bad = flag.int() if self._bad is None else self._bad + flag.int()
@@ -121,6 +118,21 @@ class DivergenceGuard(Callback):
         net.optimizer_.load_state_dict(optimizer_state)
         for group in net.optimizer_.param_groups:
             group["lr"] *= 0.5
+
+
+def _clone(state):
+    """A copy of a (nested) state dict whose tensors are cloned: what ``copy.deepcopy`` gives, several
+    times faster, since the snapshot is taken after every epoch."""
+    if isinstance(state, torch.Tensor):
+        return state.detach().clone()
+    if isinstance(state, dict):
+        copied = type(state)((key, _clone(value)) for key, value in state.items())
+        if hasattr(state, "_metadata"):  # a module's state dict: its version information
+            copied._metadata = state._metadata
+        return copied
+    if isinstance(state, (list, tuple)):
+        return type(state)(_clone(value) for value in state)
+    return copy.copy(state)
 
 
 class TimeLimit(Callback):

@@ -3,9 +3,14 @@
 A small flow spends most of a training step in per-operation overhead, not
 arithmetic, so fitting ``K`` copies one after another costs ``K`` times one
 fit. :class:`StackedMembers` holds the ``K`` copies' weights as tensors with
-a leading member axis and evaluates all of them in one call
-(``torch.func.vmap`` over ``functional_call``): each layer runs once, on
-``(K, batch, ...)`` tensors. Every member keeps its own initialisation, its
+a leading member axis and evaluates all of them in one call: each layer runs
+once, on every member's rows. When the only weights of the model are those of
+masked linear layers (MAF, NSF and MADE with a fixed base, the default
+regressor's flows), the members' rows are laid end to end and go through the
+model as one batch, every masked layer doing one batched matrix product
+(:class:`~skflow.transforms.autoregressive.MaskedLinear`); any other model is
+evaluated with ``torch.func.vmap`` over ``functional_call``, which gives the
+same values at a higher cost per step. Every member keeps its own initialisation, its
 own rows (a member axis on the data too) and, through
 :class:`MemberEarlyStopping`, its own early stopping; the members share only
 the optimizer's step count and the learning-rate schedule. The loss is the
@@ -22,6 +27,8 @@ from torch import nn
 from torch.func import functional_call, stack_module_state, vmap
 
 from ..data.missing import importance_reduce
+from ..transforms.autoregressive import MaskedLinear
+from ..transforms.linear import BatchNorm
 
 __all__ = ["MemberEarlyStopping", "StackedMembers"]
 
@@ -48,6 +55,7 @@ class StackedMembers(nn.Module):
         # the architecture without weights; not a submodule, so it holds no parameters of the module
         object.__setattr__(self, "_template", copy.deepcopy(models[0]).to("meta"))
         self.n_members = len(models)
+        self.native = _natively_stackable(models[0], buffers)
 
     def _state(self):
         params = dict(zip(self._param_names, self.weights))
@@ -60,6 +68,12 @@ class StackedMembers(nn.Module):
 
     def forward(self, x, context=None):
         """Log-density of member ``k``'s rows ``x[k]`` under member ``k``; shape ``(K, n)``."""
+        if self.native:  # rows end to end; every weight is a masked layer's, which takes the member axis
+            params, buffers = self._state()
+            shared = {name: value[0] for name, value in buffers.items()}  # identical in every member
+            flat = lambda t: None if t is None else t.reshape(-1, *t.shape[2:])
+            log_prob = functional_call(self._template, (params, shared), (flat(x), flat(context)))
+            return log_prob.reshape(x.shape[:2])
         call = lambda p, b, x, c: functional_call(self._template, (p, b), (x, c))
         in_dims = (0, 0, 0, None if context is None else 0)
         return vmap(call, in_dims=in_dims, randomness="different")(*self._state(), x, context)
@@ -159,6 +173,18 @@ class MemberEarlyStopping(Callback):
         with torch.no_grad():
             for best, tensor in zip(self._best, _state_tensors(net.module_)):
                 tensor.copy_(best)
+
+
+def _natively_stackable(model, stacked_buffers):
+    """Whether every weight of ``model`` belongs to a :class:`MaskedLinear` (which takes stacked weights),
+    its buffers are the same in every member, and nothing in it draws random numbers or mixes rows
+    (batch statistics)."""
+    for module in model.modules():
+        if isinstance(module, (nn.Dropout, nn.modules.batchnorm._BatchNorm, BatchNorm)) or (
+            not isinstance(module, MaskedLinear) and any(True for _ in module.parameters(recurse=False))
+        ):
+            return False
+    return all(bool((value == value[:1]).all()) for value in stacked_buffers.values())
 
 
 def _state_tensors(module):

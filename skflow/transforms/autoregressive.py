@@ -21,14 +21,26 @@ INPUT_BOUND = 6.0
 
 
 class MaskedLinear(nn.Linear):
-    """A linear layer whose weight is multiplied by a fixed 0/1 mask."""
+    """A linear layer whose weight is multiplied by a fixed 0/1 mask.
+
+    Called with stacked weights (a leading member axis of ``K``: weight
+    ``(K, out, in)``, bias ``(K, out)``, as :class:`~skflow.training.stacked.StackedMembers`
+    passes them), the rows of ``x`` are ``K`` consecutive blocks of equal
+    size, block ``k`` going through member ``k``'s weights (one batched
+    matrix product).
+    """
 
     def __init__(self, in_features, out_features, mask):
         super().__init__(in_features, out_features)
         self.register_buffer("mask", mask.to(self.weight.dtype))
 
     def forward(self, x):
-        return F.linear(x, self.weight * self.mask, self.bias)
+        if self.weight.dim() == 2:
+            return F.linear(x, self.weight * self.mask, self.bias)
+        n_members = self.weight.shape[0]
+        blocks = x.reshape(n_members, -1, x.shape[-1])
+        out = torch.baddbmm(self.bias.unsqueeze(1), blocks, (self.weight * self.mask).transpose(1, 2))
+        return out.reshape(x.shape[0], -1)
 
 
 def masked_network(in_degrees, out_degrees, hidden_features, context_features=0):
