@@ -140,9 +140,9 @@ def test_each_member_stops_as_it_would_alone():
     seeds = member_seeds(3, 0)
     members = fit_members(estimator, seeds, X)
     per_member = np.array(members[0].history_[:, "valid_loss_members"])  # (epochs, members)
-    assert per_member.shape == (members[0].n_iter_, 3)
     reference = [_early_stopping(column, patience=3) for column in per_member.T]
-    assert members[0].n_iter_ == max(epochs for _, epochs in reference)
+    assert per_member.shape == (max(epochs for _, epochs in reference), 3)
+    assert [member.n_iter_ for member in members] == [epochs for _, epochs in reference]
     assert len({epochs for _, epochs in reference}) > 1  # the members stop at different epochs
     for k, (member, seed) in enumerate(zip(members, seeds)):
         rng = np.random.RandomState(seed)

@@ -645,13 +645,16 @@ class FlowDensity(DensityMixin, BaseEstimator):
         fitted = {
             key: value for key, value in vars(self).items() if key.endswith("_") and not key.startswith("_")
         }
+        stopper = [callback for _, callback in net.callbacks_ if isinstance(callback, MemberEarlyStopping)]
+        epochs = stopper[0].stop_epoch_.tolist() if stopper else [len(net.history_)] * len(modules)
         members = []
-        for random_state, module, train in zip(random_states, modules, trains):
+        for random_state, module, train, n_epochs in zip(random_states, modules, trains, epochs):
             member = clone(self).set_params(random_state=random_state)
             vars(member).update(fitted)
             member.net_ = member._make_net(module.to(device), device, None, 0).initialize()
             member.net_.history_ = net.history_
-            member.history_, member.n_iter_ = net.history_, len(net.history_)
+            # the shared history; n_iter_ is the epoch at which this member stopped
+            member.history_, member.n_iter_ = net.history_, int(n_epochs)
             rows = train[: self._check_rows]
             member._check_trained(Z[rows], _take(context, rows))
             member._scoring_module()

@@ -56,6 +56,9 @@ class StackedMembers(nn.Module):
         object.__setattr__(self, "_template", copy.deepcopy(models[0]).to("meta"))
         self.n_members = len(models)
         self.native = _natively_stackable(models[0], buffers)
+        #: Members still training (:class:`MemberEarlyStopping` clears a member's flag when it stops);
+        #: on the batched-matrix path a training step computes these members only.
+        self.register_buffer("active", torch.ones(len(models), dtype=torch.bool), persistent=False)
 
     def _state(self):
         params = dict(zip(self._param_names, self.weights))
@@ -71,9 +74,17 @@ class StackedMembers(nn.Module):
         if self.native:  # rows end to end; every weight is a masked layer's, which takes the member axis
             params, buffers = self._state()
             shared = {name: value[0] for name, value in buffers.items()}  # identical in every member
+            members = None
+            if self.training and not bool(self.active.all()):  # stopped members: no work, zero loss
+                members = torch.nonzero(self.active).flatten()
+                params = {name: value.index_select(0, members) for name, value in params.items()}
+                x, context = x[members], None if context is None else context[members]
             flat = lambda t: None if t is None else t.reshape(-1, *t.shape[2:])
             log_prob = functional_call(self._template, (params, shared), (flat(x), flat(context)))
-            return log_prob.reshape(x.shape[:2])
+            log_prob = log_prob.reshape(x.shape[:2])
+            if members is None:
+                return log_prob
+            return log_prob.new_zeros(self.n_members, x.shape[1]).index_copy(0, members, log_prob)
         call = lambda p, b, x, c: functional_call(self._template, (p, b), (x, c))
         in_dims = (0, 0, 0, None if context is None else 0)
         return vmap(call, in_dims=in_dims, randomness="different")(*self._state(), x, context)
@@ -100,8 +111,8 @@ class MemberEarlyStopping(Callback):
     At the end of every epoch each member's mean validation log-likelihood is
     computed on its rows. A member stops, as it would alone, once it has gone
     ``patience`` epochs without improving: its best weights up to then are
-    the ones it keeps, whatever it does in later epochs (it is still computed
-    with the others). Training ends when every member has stopped, so the
+    the ones it keeps, whatever it does in later epochs (on the batched-matrix
+    path it is no longer trained; under vmap it still is, with the others). Training ends when every member has stopped, so the
     stack runs as long as its slowest member. The
     history's ``valid_loss`` is the sum of the members' validation losses, and
     ``valid_loss_members`` holds each member's.
@@ -131,7 +142,9 @@ class MemberEarlyStopping(Callback):
         self.best_ = torch.full((module.n_members,), math.inf, device=self.x.device)
         self.wait_ = torch.zeros(module.n_members, dtype=torch.long, device=self.x.device)
         self.stopped_ = torch.zeros(module.n_members, dtype=torch.bool, device=self.x.device)
+        module.active.fill_(True)
         self.best_epoch_ = torch.zeros(module.n_members, dtype=torch.long)
+        self.stop_epoch_ = torch.zeros(module.n_members, dtype=torch.long)  # 0: still training
         self._best = [tensor.detach().clone() for tensor in _state_tensors(module)]
 
     @torch.no_grad()
@@ -162,14 +175,18 @@ class MemberEarlyStopping(Callback):
         improved = torch.isfinite(losses) & (losses < self.best_) & ~self.stopped_
         self.best_ = torch.where(improved, losses, self.best_)
         self.wait_ = torch.where(improved, 0, self.wait_ + 1)
-        self.stopped_ |= self.wait_ >= self.patience
+        stopping = (self.wait_ >= self.patience) & ~self.stopped_
+        self.stop_epoch_[stopping.cpu()] = len(net.history)
+        self.stopped_ |= stopping
         self.best_epoch_[improved.cpu()] = len(net.history)
         for best, tensor in zip(self._best, _state_tensors(module)):
             best[improved] = tensor.detach()[improved]
+        module.active.copy_(~self.stopped_)
         if bool(self.stopped_.all()):
             raise KeyboardInterrupt  # skorch ends the fit as after its last epoch (on_train_end runs)
 
     def on_train_end(self, net, **kwargs):
+        self.stop_epoch_[self.stop_epoch_ == 0] = len(net.history)  # members that ran to the end
         with torch.no_grad():
             for best, tensor in zip(self._best, _state_tensors(net.module_)):
                 tensor.copy_(best)
