@@ -74,7 +74,8 @@ def test_stacked_members_compute_and_differentiate_as_alone(estimator, n_context
 
 def test_masked_layer_models_stack_without_vmap():
     """Models whose only weights are masked layers take the batched-matrix path; the rest (batch norm,
-    coupling layers, mixed tables) use vmap. Both paths are checked against the members above."""
+    coupling layers, a trainable base) use vmap. Both paths are checked against the members above and
+    below (the mixed-table model takes the batched path)."""
     expected = {"nsf": True, "maf-made-mixture": True, "made-mog": True, "maf-batch-norm": False,
                 "realnvp-spline": False}
     estimators = {"nsf": NSFDensity(**SMALL), "maf-made-mixture": MAFDensity(**SMALL),
@@ -98,6 +99,7 @@ def test_stacked_mixed_table_models_compute_as_alone(n_context):
         flow = NSFDensity(**SMALL)._build_flow(2, n_context + 5)
         modules.append(MixedFlow(categorical, flow, discrete).double().eval())
     stack = StackedMembers(modules).double().eval()
+    assert stack.native  # every weight is a masked layer's
     x = torch.randn(2, 11, 4, dtype=torch.float64)
     x[..., 1] = torch.randint(0, 3, (2, 11)).double()
     x[..., 3] = torch.randint(0, 2, (2, 11)).double()
