@@ -56,8 +56,9 @@ class StackedMembers(nn.Module):
         object.__setattr__(self, "_template", copy.deepcopy(models[0]).to("meta"))
         self.n_members = len(models)
         self.native = _natively_stackable(models[0], buffers)
-        #: Members still training (:class:`MemberEarlyStopping` clears a member's flag when it stops);
-        #: on the batched-matrix path a training step computes these members only.
+        #: Members still training (:class:`MemberEarlyStopping` clears a member's flag when it stops,
+        #: and sets every flag again when training ends); on the batched-matrix path only these
+        #: members are computed.
         self.register_buffer("active", torch.ones(len(models), dtype=torch.bool), persistent=False)
 
     def _state(self):
@@ -75,7 +76,7 @@ class StackedMembers(nn.Module):
             params, buffers = self._state()
             shared = {name: value[0] for name, value in buffers.items()}  # identical in every member
             members = None
-            if self.training and not bool(self.active.all()):  # stopped members: no work, zero loss
+            if not bool(self.active.all()):  # stopped members: no work, zero log-density
                 members = torch.nonzero(self.active).flatten()
                 params = {name: value.index_select(0, members) for name, value in params.items()}
                 x, context = x[members], None if context is None else context[members]
@@ -168,7 +169,8 @@ class MemberEarlyStopping(Callback):
 
     def on_epoch_end(self, net, **kwargs):
         module = net.module_
-        losses = self._losses(module)
+        # a stopped member is not computed any more (batched-matrix path): its loss is its best one
+        losses = torch.where(self.stopped_, self.best_, self._losses(module))
         net.history.record("valid_loss", float(losses.sum()))
         net.history.record("valid_loss_members", losses.tolist())
         # a member that has stopped keeps the best weights it had then, as if trained alone
@@ -187,6 +189,7 @@ class MemberEarlyStopping(Callback):
 
     def on_train_end(self, net, **kwargs):
         self.stop_epoch_[self.stop_epoch_ == 0] = len(net.history)  # members that ran to the end
+        net.module_.active.fill_(True)
         with torch.no_grad():
             for best, tensor in zip(self._best, _state_tensors(net.module_)):
                 tensor.copy_(best)

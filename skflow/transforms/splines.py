@@ -159,16 +159,10 @@ class RationalQuadraticSpline(nn.Module):
         """Knot positions ``(..., K + 1)`` on ``[-B, B]`` from unnormalised bin sizes ``(..., K)``."""
         K = self.n_bins
         sizes = minimum + (1.0 - minimum * K) * _softmax(raw)
-        cum = torch.cumsum(sizes, dim=-1)
-        knots = (2.0 * self.bound) * F.pad(cum, (1, 0)) - self.bound
-        # Pin the end knots exactly, so the spline meets the tails at +-B.
-        ends = torch.zeros_like(knots)
-        ends[..., 0] = -self.bound
-        ends[..., -1] = self.bound
-        is_end = torch.zeros(K + 1, dtype=torch.bool, device=knots.device)
-        is_end[0] = True
-        is_end[-1] = True
-        return torch.where(is_end, ends, knots).contiguous()
+        interior = (2.0 * self.bound) * torch.cumsum(sizes[..., :-1], dim=-1) - self.bound
+        # The end knots are exactly -B and B, so the spline meets the tails there.
+        end = torch.full_like(sizes[..., :1], self.bound)
+        return torch.cat([-end, interior, end], dim=-1)
 
     def _unpack(self, params, x):
         """Knots and derivatives, each with the parameter axis moved last."""
@@ -259,7 +253,7 @@ class RationalQuadraticSpline(nn.Module):
         z_in = y_k + h * (s * xi.square() + d_k * xi1) / (s + (d_k1 + d_k - 2.0 * s) * xi1)
         ladj_in = self._log_derivative(xi, s, d_k, d_k1)
         z = torch.where(inside, z_in, x)
-        ladj = torch.where(inside, ladj_in, torch.zeros_like(ladj_in))
+        ladj = torch.where(inside, ladj_in, 0.0)
         return z, ladj
 
     def inverse(self, z, params):
@@ -301,5 +295,5 @@ class RationalQuadraticSpline(nn.Module):
         x_in = x_k + xi * w
         ladj_in = -self._log_derivative(xi, s, d_k, d_k1)
         x = torch.where(inside, x_in, z)
-        ladj = torch.where(inside, ladj_in, torch.zeros_like(ladj_in))
+        ladj = torch.where(inside, ladj_in, 0.0)
         return x, ladj
