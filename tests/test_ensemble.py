@@ -72,6 +72,20 @@ def test_stacked_members_compute_and_differentiate_as_alone(estimator, n_context
                 torch.testing.assert_close(stacked[name].grad[k], param.grad, rtol=1e-10, atol=1e-12)
 
 
+def test_loss_counts_only_the_members_still_training():
+    """A stopped member adds nothing to the loss, also through the importance weights of filled rows."""
+    log_prob = torch.randn(3, 8, dtype=torch.float64)
+    log_q = torch.randn(3, 4, 2, dtype=torch.float64)  # 4 rows, 2 filled draws each
+    weight = torch.ones(3, 4, dtype=torch.float64)
+    members = torch.tensor([True, False, True])
+    loss = NegativeLogLikelihood()
+    for target, value in [(None, log_prob), ((weight, log_q), log_prob)]:
+        alone = [loss(value[k : k + 1], None if target is None else (weight[k : k + 1], log_q[k : k + 1]))
+                 for k in range(3)]
+        torch.testing.assert_close(loss(value, target, members=members), alone[0] + alone[2])
+        torch.testing.assert_close(loss(value, target), alone[0] + alone[1] + alone[2])
+
+
 def test_masked_layer_models_stack_without_vmap():
     """Models whose only weights are masked layers take the batched-matrix path; the rest (batch norm,
     coupling layers, a trainable base) use vmap. Both paths are checked against the members above and
@@ -86,6 +100,23 @@ def test_masked_layer_models_stack_without_vmap():
         assert StackedMembers(_modules(estimator, 3, 2, k=2)).native is expected[name], name
     diagonal = MAFDensity(**SMALL, base="diagonal")  # a weight outside a masked layer
     assert not StackedMembers(_modules(diagonal, 3, 0, k=2)).native
+
+
+def test_batched_matrix_and_vmap_paths_train_alike(monkeypatch):
+    """The batched-matrix path skips stopped members; vmap computes them but masks them out of the
+    loss. Both give the same members, stop epochs and training losses (the members still training)."""
+    X = _data()
+    estimator = NSFDensity(n_transforms=1, hidden_features=(8,), max_epochs=30, patience=2, lr=3e-2)
+    seeds = member_seeds(3, 1)
+    native = fit_members(estimator, seeds, X)
+    monkeypatch.setattr("skflow.training.stacked._natively_stackable", lambda *args: False)
+    vmapped = fit_members(estimator, seeds, X)
+    assert [m.n_iter_ for m in native] == [m.n_iter_ for m in vmapped]
+    assert len({m.n_iter_ for m in native}) > 1  # members stopped before the end
+    np.testing.assert_allclose(native[0].history_[:, "train_loss"], vmapped[0].history_[:, "train_loss"],
+                               rtol=1e-4)
+    for a, b in zip(native, vmapped):
+        np.testing.assert_allclose(a.score_samples(X[:50]), b.score_samples(X[:50]), rtol=1e-4, atol=1e-4)
 
 
 @pytest.mark.parametrize("n_context", [0, 2])

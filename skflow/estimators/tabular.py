@@ -59,7 +59,10 @@ _ATTRIBUTES_DOC = """
         Per-epoch training (and validation) loss, in nats per row of
         standardised data.
     n_iter_ : int
-        Number of epochs run.
+        Number of epochs run. For a copy trained in a stacked ensemble
+        (``FlowMixture``, ``FlowRegressor``, ``FlowOutlierDetector``), the
+        epoch at which its own early stopping ended it; ``history_`` is then
+        the stack's, shared by all copies.
     standardizer_ : skflow.data.Standardizer
         Per-feature centring and scaling (its log-determinant is added to
         every log-density) and the detected integer and point-mass columns.

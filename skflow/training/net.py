@@ -233,18 +233,21 @@ class NegativeLogLikelihood:
 
     ``log_prob`` has shape ``(n,)``, or ``(n_members, n)`` for stacked
     members: each member's mean is its own loss, so the sum gives every
-    member the gradient it would get alone. A plain callable, not a
+    member the gradient it would get alone. ``members`` (a boolean mask over
+    the members) restricts the sum to the members still training. A plain callable, not a
     ``torch.nn.Module``: it has no parameters, and accelerate would otherwise
     try to wrap it for data-parallel training.
     """
 
-    def __call__(self, log_prob, weight=None):
+    def __call__(self, log_prob, weight=None, members=None):
         if isinstance(weight, tuple):  # rows with missing cells, drawn K times: (weight, log q)
             weight, log_q = weight
             log_prob = importance_reduce(log_prob, log_q)
         if weight is None:
-            return -log_prob.mean(dim=-1).sum()
-        return -((log_prob * weight).sum(dim=-1) / weight.sum(dim=-1)).sum()
+            losses = -log_prob.mean(dim=-1)
+        else:
+            losses = -(log_prob * weight).sum(dim=-1) / weight.sum(dim=-1)
+        return losses.sum() if members is None else torch.where(members, losses, 0.0).sum()
 
 
 class FlowNet(NeuralNet):
@@ -306,4 +309,5 @@ class FlowNet(NeuralNet):
         return state
 
     def get_loss(self, y_pred, y_true=None, X=None, training=False):
-        return self.criterion_(y_pred, y_true)
+        # stacked members (:mod:`skflow.training.stacked`): the loss of those still training
+        return self.criterion_(y_pred, y_true, members=getattr(self.module_, "active", None))

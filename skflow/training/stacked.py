@@ -27,10 +27,24 @@ from torch import nn
 from torch.func import functional_call, stack_module_state, vmap
 
 from ..data.missing import importance_reduce
-from ..transforms.autoregressive import MaskedLinear
-from ..transforms.linear import BatchNorm
+from ..models.distributions import CategoricalMADE, MADEMixture, StandardNormal
+from ..models.flow import Flow, MixedFlow
+from ..transforms.autoregressive import MADE, MaskedAffineAutoregressive, MaskedAutoregressive, MaskedLinear
+from ..transforms.core import Compose, Inverse
+from ..transforms.splines import RationalQuadraticSpline
+from ..transforms.univariate import Affine
 
 __all__ = ["MemberEarlyStopping", "StackedMembers"]
+
+#: Module types that compute each row on its own, hold weights only in masked linear layers and
+#: buffers that never change: models built of these alone take the batched-matrix path. Exact
+#: types: a subclass may add weights (``DiagonalNormal`` adds a location and scale to
+#: ``StandardNormal``).
+NATIVE_MODULES = frozenset({
+    Flow, MixedFlow, Compose, Inverse, MaskedAutoregressive, MaskedAffineAutoregressive, MADE,
+    MaskedLinear, nn.Sequential, nn.ReLU, nn.ModuleList, RationalQuadraticSpline, Affine,
+    StandardNormal, MADEMixture, CategoricalMADE,
+})
 
 
 class StackedMembers(nn.Module):
@@ -56,10 +70,16 @@ class StackedMembers(nn.Module):
         object.__setattr__(self, "_template", copy.deepcopy(models[0]).to("meta"))
         self.n_members = len(models)
         self.native = _natively_stackable(models[0], buffers)
-        #: Members still training (:class:`MemberEarlyStopping` clears a member's flag when it stops,
-        #: and sets every flag again when training ends); on the batched-matrix path only these
-        #: members are computed.
+        #: Members still training (see :meth:`set_active`).
         self.register_buffer("active", torch.ones(len(models), dtype=torch.bool), persistent=False)
+        self._members = None  # their indices, on the device, once some have stopped
+
+    def set_active(self, active):
+        """Mark the members still training (boolean mask; :class:`MemberEarlyStopping` calls it once an
+        epoch). Only their losses count, and on the batched-matrix path only they are computed. The
+        indices are found here, once an epoch, so that the forward pass adds no host sync."""
+        self.active.copy_(active)
+        self._members = None if bool(self.active.all()) else torch.nonzero(self.active).flatten()
 
     def _state(self):
         params = dict(zip(self._param_names, self.weights))
@@ -75,9 +95,10 @@ class StackedMembers(nn.Module):
         if self.native:  # rows end to end; every weight is a masked layer's, which takes the member axis
             params, buffers = self._state()
             shared = {name: value[0] for name, value in buffers.items()}  # identical in every member
-            members = None
-            if not bool(self.active.all()):  # stopped members: no work, zero log-density
-                members = torch.nonzero(self.active).flatten()
+            members = self._members
+            if members is not None:  # stopped members: no work, zero log-density
+                if not len(members):
+                    return x.new_zeros(x.shape[:2])
                 params = {name: value.index_select(0, members) for name, value in params.items()}
                 x, context = x[members], None if context is None else context[members]
             flat = lambda t: None if t is None else t.reshape(-1, *t.shape[2:])
@@ -112,11 +133,13 @@ class MemberEarlyStopping(Callback):
     At the end of every epoch each member's mean validation log-likelihood is
     computed on its rows. A member stops, as it would alone, once it has gone
     ``patience`` epochs without improving: its best weights up to then are
-    the ones it keeps, whatever it does in later epochs (on the batched-matrix
-    path it is no longer trained; under vmap it still is, with the others). Training ends when every member has stopped, so the
-    stack runs as long as its slowest member. The
-    history's ``valid_loss`` is the sum of the members' validation losses, and
-    ``valid_loss_members`` holds each member's.
+    the ones it keeps. From then on its loss no longer counts (so it gets no
+    gradient) and, on the batched-matrix path, it is no longer computed.
+    Training ends when every member has stopped, so the stack runs as long as
+    its slowest member. In the history, ``train_loss`` is the summed training
+    loss of the members still training, ``valid_loss`` the sum of the
+    members' validation losses (a stopped member's at its best) and
+    ``valid_loss_members`` each member's.
 
     Parameters
     ----------
@@ -143,7 +166,7 @@ class MemberEarlyStopping(Callback):
         self.best_ = torch.full((module.n_members,), math.inf, device=self.x.device)
         self.wait_ = torch.zeros(module.n_members, dtype=torch.long, device=self.x.device)
         self.stopped_ = torch.zeros(module.n_members, dtype=torch.bool, device=self.x.device)
-        module.active.fill_(True)
+        module.set_active(torch.ones_like(module.active))
         self.best_epoch_ = torch.zeros(module.n_members, dtype=torch.long)
         self.stop_epoch_ = torch.zeros(module.n_members, dtype=torch.long)  # 0: still training
         self._best = [tensor.detach().clone() for tensor in _state_tensors(module)]
@@ -183,27 +206,25 @@ class MemberEarlyStopping(Callback):
         self.best_epoch_[improved.cpu()] = len(net.history)
         for best, tensor in zip(self._best, _state_tensors(module)):
             best[improved] = tensor.detach()[improved]
-        module.active.copy_(~self.stopped_)
+        module.set_active(~self.stopped_)
         if bool(self.stopped_.all()):
             raise KeyboardInterrupt  # skorch ends the fit as after its last epoch (on_train_end runs)
 
     def on_train_end(self, net, **kwargs):
         self.stop_epoch_[self.stop_epoch_ == 0] = len(net.history)  # members that ran to the end
-        net.module_.active.fill_(True)
+        net.module_.set_active(torch.ones_like(net.module_.active))
         with torch.no_grad():
             for best, tensor in zip(self._best, _state_tensors(net.module_)):
                 tensor.copy_(best)
 
 
 def _natively_stackable(model, stacked_buffers):
-    """Whether every weight of ``model`` belongs to a :class:`MaskedLinear` (which takes stacked weights),
-    its buffers are the same in every member, and nothing in it draws random numbers or mixes rows
-    (batch statistics)."""
-    for module in model.modules():
-        if isinstance(module, (nn.Dropout, nn.modules.batchnorm._BatchNorm, BatchNorm)) or (
-            not isinstance(module, MaskedLinear) and any(True for _ in module.parameters(recurse=False))
-        ):
-            return False
+    """Whether ``model`` is built only of modules known to take the members' rows end to end (every
+    weight in a :class:`MaskedLinear`, which takes stacked weights; no batch statistics, no random
+    numbers, no buffer that changes: the types of :data:`NATIVE_MODULES`) and its buffers (masks,
+    orders) are the same in every member."""
+    if not all(type(module) in NATIVE_MODULES for module in model.modules()):
+        return False
     return all(bool((value == value[:1]).all()) for value in stacked_buffers.values())
 
 

@@ -38,9 +38,9 @@ class MaskedLinear(nn.Linear):
         if self.weight.dim() == 2:
             return F.linear(x, self.weight * self.mask, self.bias)
         n_members = self.weight.shape[0]
-        blocks = x.reshape(n_members, -1, x.shape[-1])
+        blocks = x.reshape(n_members, x.shape[0] // n_members, x.shape[-1])
         out = torch.baddbmm(self.bias.unsqueeze(1), blocks, (self.weight * self.mask).transpose(1, 2))
-        return out.reshape(x.shape[0], -1)
+        return out.reshape(x.shape[0], out.shape[-1])
 
 
 def masked_network(in_degrees, out_degrees, hidden_features, context_features=0):
