@@ -10,8 +10,8 @@ regressor's flows), the members' rows are laid end to end and go through the
 model as one batch, every masked layer doing one batched matrix product
 (:class:`~skflow.transforms.autoregressive.MaskedLinear`); any other model is
 evaluated with ``torch.func.vmap`` over ``functional_call``, which gives the
-same values at a higher cost per step. Every member keeps its own initialisation, its
-own rows (a member axis on the data too) and, through
+same values at a higher cost per step. Every member keeps its own
+initialisation, its own rows (a member axis on the data too) and, through
 :class:`MemberEarlyStopping`, its own early stopping; the members share only
 the optimizer's step count and the learning-rate schedule. The loss is the
 sum of the members' mean negative log-likelihoods, so each member's gradient
