@@ -27,6 +27,7 @@ from skflow import (
 from skflow.data.missing import GaussianProposal, fill, fit_gaussian
 from skflow.data.scaling import Standardizer
 from skflow.estimators import density as density_module
+from skflow.estimators import imputer as imputer_module
 from skflow.estimators.imputer import posterior
 from skflow.models.flow import whitening
 
@@ -168,6 +169,42 @@ def test_posterior_draws_match_a_known_gaussian_conditional():
     reference = np.random.default_rng(0).multivariate_normal(cond_mean, cond_cov, size=1000)
     for j in range(2):
         assert stats.ks_2samp(draws[:, j], reference[:, j]).pvalue > 0.001
+
+
+def test_rows_with_few_effective_draws_get_sixteen_times_more(fitted_2d, monkeypatch):
+    """``posterior`` yields every incomplete row once: with its ``draws`` proposals when their
+    effective sample size is at least ``draws / REFINE_BELOW``, else with those and 15 x ``draws``
+    fresh ones. The threshold is raised here (to draws / 1.2) so that some rows of this two-branched
+    posterior (x1 given x2 = 0.5 x1^2 + noise) fall below it."""
+    monkeypatch.setattr(imputer_module, "REFINE_BELOW", 1.2)
+    density = fitted_2d
+    rng = np.random.default_rng(7)
+    x1 = rng.normal(size=200)
+    A = np.c_[x1, 0.5 * x1**2 + 0.4 * rng.normal(size=200)]
+    A[rng.random(200) < 0.5, 0] = np.nan
+    A[1::7, 1] = np.nan
+    A[1::7, 0] = 0.3
+    chunks = list(posterior(density, A, draws=64, seed=3))
+    rows = np.concatenate([index for index, *_ in chunks])
+    np.testing.assert_array_equal(np.sort(rows), np.flatnonzero(np.isnan(A).any(axis=1)))
+    first = {}
+    base, log_joint = density, density._log_prob
+    for index, filled, log_p, log_q in base._importance(density.standardizer_.transform(A),
+                                                         np.sort(rows), log_joint, draws=64, seed=3):
+        for i, lp, lq in zip(index, log_p, log_q):
+            w = np.exp(lp - lq - np.max(lp - lq))
+            first[i] = (w.sum() ** 2 / (w**2).sum())  # effective sample size of the first 64 draws
+    widths = {i: weight.shape[1] for index, _, weight, _ in chunks for i in index}
+    assert {64, 1024} >= set(widths.values())
+    assert any(width == 1024 for width in widths.values())  # some rows were refined
+    for i, width in widths.items():
+        if abs(first[i] - 64 / 1.2) > 1e-6:  # (rounding decides a row exactly at the threshold)
+            assert (width == 1024) == (first[i] < 64 / 1.2), i
+    for index, filled, weight, _ in chunks:
+        np.testing.assert_allclose(weight.sum(axis=1), 1.0)
+        assert np.all(filled[~np.isnan(A[index])[:, None, :].repeat(filled.shape[1], 1)]
+                      == np.broadcast_to(A[index][:, None, :], filled.shape)[~np.isnan(A[index])[:, None, :]
+                                                                             .repeat(filled.shape[1], 1)])
 
 
 # ------------------------------------------------------------------------- the estimators

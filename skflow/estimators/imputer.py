@@ -17,7 +17,7 @@ from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import HasMethods, Interval
 from sklearn.utils.validation import check_is_fitted
 
-from .density import parameters
+from .density import MISSING_SCORE_DRAWS, parameters
 from .tabular import MAFDensity
 
 __all__ = ["FlowImputer", "posterior"]
@@ -29,8 +29,20 @@ def _scorer(density):
     return getattr(density, "estimator_", density), density._log_prob
 
 
+#: A row whose importance weights have an effective sample size (``1 / sum w^2``) below
+#: ``draws / REFINE_BELOW`` gets ``REFINE_FACTOR - 1`` times more draws (fresh ones, added to its first).
+REFINE_BELOW, REFINE_FACTOR = 8, 16
+
+
 def posterior(density, A, draws=None, seed=0):
     """Importance-weighted posterior draws of the missing cells of the rows of ``A``.
+
+    Self-normalised importance sampling is exact as the draws grow, but a row
+    whose posterior the proposal covers badly (a few draws carry most of the
+    weight) gets a noisy estimate. Such rows, those whose effective sample
+    size falls below ``draws / 8``, get a second round of ``15 * draws``
+    fresh draws, pooled with the first (a chunk of its own, ``16 * draws``
+    wide).
 
     Parameters
     ----------
@@ -46,21 +58,41 @@ def posterior(density, A, draws=None, seed=0):
     ------
     index : ndarray of int
         The rows (of ``A``) of this chunk; only rows with missing cells.
-    filled : ndarray of shape (len(index), draws, n_features)
-        The draws, in the units of ``A``, observed cells unchanged.
-    weight : ndarray of shape (len(index), draws)
+    filled : ndarray of shape (len(index), n_draws, n_features)
+        The draws (``n_draws``: ``draws``, or 16 times more for refined rows), in the units of
+        ``A``, observed cells unchanged.
+    weight : ndarray of shape (len(index), n_draws)
         Normalised importance weights.
-    log_joint : ndarray of shape (len(index), draws)
+    log_joint : ndarray of shape (len(index), n_draws)
         ``log p(x_o, x_m)`` of each draw in the units of ``A``.
     """
     base, log_joint = _scorer(density)
     scaler = base.standardizer_
     Z = scaler.transform(A)
-    rows = np.flatnonzero(np.isnan(A).any(axis=1))
-    for index, filled, log_p, log_q in base._importance(Z, rows, log_joint, draws=draws, seed=seed):
+    draws = draws or MISSING_SCORE_DRAWS
+
+    def weighted(index, filled, log_p, log_q):
         values = filled * scaler.scale_ + scaler.mean_
         values = np.where(np.isnan(A[index])[:, None, :], values, A[index][:, None, :])
-        yield index, values, softmax(log_p - log_q, axis=1), log_p + scaler.log_det_
+        return index, values, softmax(log_p - log_q, axis=1), log_p + scaler.log_det_
+
+    rows = np.flatnonzero(np.isnan(A).any(axis=1))
+    for index, filled, log_p, log_q in base._importance(Z, rows, log_joint, draws=draws, seed=seed):
+        weight = softmax(log_p - log_q, axis=1)
+        poor = 1.0 / np.sum(weight**2, axis=1) < draws / REFINE_BELOW
+        if not poor.all():
+            yield weighted(index[~poor], filled[~poor], log_p[~poor], log_q[~poor])
+        if not poor.any():
+            continue
+        more = (REFINE_FACTOR - 1) * draws
+        for sub, filled2, log_p2, log_q2 in base._importance(Z, index[poor], log_joint, draws=more, seed=seed + 1):
+            first = np.searchsorted(index, sub)  # the same rows' first draws
+            yield weighted(
+                sub,
+                np.concatenate([filled[first], filled2], axis=1),
+                np.concatenate([log_p[first], log_p2], axis=1),
+                np.concatenate([log_q[first], log_q2], axis=1),
+            )
 
 
 def _default_estimator():
@@ -81,7 +113,8 @@ class FlowImputer(TransformerMixin, BaseEstimator):
     DataFrame, the most probable category), or with one posterior draw when
     ``sample_posterior=True``; :meth:`sample` returns several draws for multiple imputation.
     Observed cells are returned unchanged. The posterior is computed by self-normalised
-    importance sampling with ``n_draws`` proposal draws per row, so it is exact as ``n_draws``
+    importance sampling with ``n_draws`` proposal draws per row (16 times more for a row whose
+    weights have an effective sample size below ``n_draws / 8``), so it is exact as ``n_draws``
     grows; draws are resampled from the weighted proposals.
 
     Parameters
