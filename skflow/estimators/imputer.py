@@ -71,17 +71,18 @@ def posterior(density, A, draws=None, seed=0):
     Z = scaler.transform(A)
     draws = draws or MISSING_SCORE_DRAWS
 
-    def weighted(index, filled, log_p, log_q):
+    def weighted(index, filled, log_p, log_q, weight=None):
         values = filled * scaler.scale_ + scaler.mean_
         values = np.where(np.isnan(A[index])[:, None, :], values, A[index][:, None, :])
-        return index, values, softmax(log_p - log_q, axis=1), log_p + scaler.log_det_
+        weight = softmax(log_p - log_q, axis=1) if weight is None else weight
+        return index, values, weight, log_p + scaler.log_det_
 
     rows = np.flatnonzero(np.isnan(A).any(axis=1))
     for index, filled, log_p, log_q in base._importance(Z, rows, log_joint, draws=draws, seed=seed):
         weight = softmax(log_p - log_q, axis=1)
         poor = 1.0 / np.sum(weight**2, axis=1) < draws / REFINE_BELOW
         if not poor.all():
-            yield weighted(index[~poor], filled[~poor], log_p[~poor], log_q[~poor])
+            yield weighted(index[~poor], filled[~poor], log_p[~poor], log_q[~poor], weight[~poor])
         if not poor.any():
             continue
         more = (REFINE_FACTOR - 1) * draws
