@@ -336,3 +336,35 @@ def test_detector_and_regressor_take_missing_cells():
     reg.fit(Xm[:, :2], X[:, 2])
     assert np.all(np.isfinite(reg.predict(Xm[:, :2])))
     assert np.all(np.isfinite(reg.score_samples(Xm[:, :2], np.zeros(len(Xm)))))
+
+
+def test_imputer_keeps_the_index_dtypes_and_constant_columns():
+    _, Xm = _gaussian(n=200)
+    frame = pd.DataFrame(Xm, columns=["a", "b", "c"], index=np.arange(len(Xm))[::-1] * 3)
+    frame["year"] = np.arange(len(Xm)) % 4 + 2000  # int64, never missing
+    frame["const"] = 7.5
+    frame.loc[frame.index[:5], "const"] = np.nan
+    imputer = FlowImputer(MAFDensity(n_transforms=1, max_epochs=3), random_state=0).fit(frame)
+    out = imputer.transform(frame.iloc[:20])
+    # the rows keep their labels (pd.concat and ColumnTransformer align by them) and their dtypes
+    assert out.index.equals(frame.index[:20]) and out.dtypes.equals(frame.dtypes)
+    assert np.all(out["const"] == 7.5)  # a constant column is filled with its constant
+    draws = imputer.sample(frame.iloc[:20], n_samples=3, random_state=0)
+    assert all(d.index.equals(frame.index[:20]) and d.dtypes.equals(frame.dtypes) for d in draws)
+    assert all(np.all(d["const"] == 7.5) for d in draws)
+
+
+def test_imputer_refuses_densities_that_are_not_skflow_flows():
+    from sklearn.mixture import GaussianMixture
+
+    _, Xm = _gaussian(n=50)
+    with pytest.raises(TypeError, match="skflow tabular density"):
+        FlowImputer(GaussianMixture()).fit(Xm)
+
+
+def test_per_column_terms_of_a_fit_with_missing_cells_are_refused_with_the_reason():
+    X, Xm = _gaussian(n=200)
+    made = MADEDensity(max_epochs=2, random_state=0)
+    assert made.fit(X).log_conditionals(X[:3]).shape == (3, 3)
+    with pytest.raises(TypeError, match="missing cells"):
+        made.fit(Xm).log_conditionals(X[:3])

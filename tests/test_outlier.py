@@ -408,3 +408,15 @@ def test_explain_refuses_densities_without_a_per_column_split():
     ).fit(X)
     with pytest.raises(TypeError, match="MADEDensity"):
         detector.explain(X[:3])
+
+
+def test_explain_keeps_the_rows_labels_and_refuses_densities_without_terms():
+    from sklearn.mixture import GaussianMixture
+
+    from skflow import MADEDensity
+
+    X = pd.DataFrame(np.random.RandomState(0).normal(size=(60, 2)), columns=["a", "b"], index=np.arange(60) + 100)
+    detector = FlowOutlierDetector(MADEDensity(hidden_features=(8,), max_epochs=2), random_state=0).fit(X)
+    assert detector.explain(X.iloc[[5, 2]]).index.tolist() == [105, 102]
+    with pytest.raises(TypeError, match="per-column terms"):
+        FlowOutlierDetector(GaussianMixture(), random_state=0).fit(X).explain(X)

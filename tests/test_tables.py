@@ -178,3 +178,23 @@ def test_category_frequencies_are_learned_on_a_small_table():
     est = MAFDensity(n_transforms=1, **FAST).fit(df)
     share = (est.sample(4000, random_state=0)["c"] == "a").mean()
     assert share == pytest.approx((df["c"] == "a").mean(), abs=0.04)
+
+
+def test_numeric_dataframes_come_back_with_their_dtypes():
+    from skflow import FlowMixture
+
+    numeric = _table()[["value", "count"]]  # float64 and int64: a numeric table, not a mixed one
+    for model in (MAFDensity(n_transforms=2, **FAST), FlowMixture(MADEDensity(**FAST), n_estimators=2)):
+        drawn = model.fit(numeric).sample(4, random_state=0)
+        assert list(drawn.columns) == ["value", "count"] and drawn.dtypes.equals(numeric.dtypes)
+
+
+def test_one_context_row_with_strings_is_used_for_every_draw():
+    df = _table()
+    context = df[["colour", "value"]]
+    model = MAFDensity(n_transforms=2, **FAST).fit(df[["count"]].astype(float), context=context)
+    expected = model.sample(3, random_state=0, context=context.iloc[[0, 0, 0]])
+    for one in (context.iloc[0], context.iloc[[0]]):  # a Series, and a one-row DataFrame
+        np.testing.assert_array_equal(model.sample(3, random_state=0, context=one), expected)
+    with pytest.raises(ValueError, match="context has 2"):
+        model.sample(3, context=context.iloc[:2])

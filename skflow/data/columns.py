@@ -122,17 +122,18 @@ class TableEncoder:
                 parts.append(A[:, j : j + 1])
         return np.hstack(parts)
 
-    def inverse_transform(self, A):
-        """A DataFrame with the training columns and dtypes from values and codes."""
+    def inverse_transform(self, A, index=None):
+        """A DataFrame with the training columns and dtypes from values and codes (rows labelled by
+        ``index``, e.g. that of the frame the rows came from; None: 0, 1, ...)."""
         data = {}
         categories = iter(self.categories_)
         for j, (name, discrete) in enumerate(zip(self.columns_, self.discrete_)):
             dtype = self.dtypes_[name]
             if discrete:
                 values = next(categories)[np.clip(A[:, j].astype(np.int64), 0, None)]
-                data[name] = pd.Series(values).astype(dtype)
             elif types.is_integer_dtype(dtype):
-                data[name] = pd.Series(np.round(A[:, j])).astype(dtype)
+                values = np.round(A[:, j])
             else:
-                data[name] = pd.Series(A[:, j]).astype(dtype)
-        return pd.DataFrame(data, columns=self.columns_)
+                values = A[:, j]
+            data[name] = pd.Series(values, index=index).astype(dtype)
+        return pd.DataFrame(data, columns=self.columns_, index=index)

@@ -22,6 +22,7 @@ import re
 from numbers import Integral, Real
 
 import numpy as np
+import pandas as pd
 import torch
 from scipy.special import logsumexp, softmax
 from sklearn.base import BaseEstimator, DensityMixin, _fit_context, clone
@@ -120,6 +121,20 @@ TRAINING_DOC = """
         X, y and the context must match.
     verbose : int, default=0
         Print the training and validation loss per epoch when > 0."""
+
+
+def _one_context_per_draw(context, n_samples):
+    """A single context (a 1-D array, a Series, or one row of an array or DataFrame) repeated for each of
+    ``n_samples`` draws; any other context as it is."""
+    if hasattr(context, "to_frame") and not hasattr(context, "columns"):  # a Series: one row, by name
+        context = context.to_frame().T.infer_objects()
+    if hasattr(context, "iloc"):
+        return context.iloc[np.zeros(n_samples, dtype=np.int64)] if len(context) == 1 else context
+    if np.ndim(context) == 1:
+        context = np.asarray(context)[None, :]
+    if np.ndim(context) == 2 and len(context) == 1:
+        return np.repeat(np.asarray(context), n_samples, axis=0)
+    return context
 
 
 def training_doc(**defaults):
@@ -324,6 +339,8 @@ class FlowDensity(DensityMixin, BaseEstimator):
     def _validate(self, X, reset):
         if reset:
             self.table_ = TableEncoder().fit(X) if is_mixed_table(X) and self._images == "never" else None
+            # a numeric DataFrame's columns and dtypes, for the frames handed back (see _restore)
+            self.frame_ = TableEncoder().fit(X) if self.table_ is None and isinstance(X, pd.DataFrame) else None
         if getattr(self, "table_", None) is not None:  # a mixed table: values and category codes
             if reset:
                 self.layout_ = self.image_shape_ = None
@@ -914,9 +931,10 @@ class FlowDensity(DensityMixin, BaseEstimator):
         y : label or array-like of shape (n_samples,), default=None
             Classes to sample (models fitted with labels only); None draws
             the classes from ``class_prior_``, i.e. samples the marginal.
-        context : array-like of shape (n_samples, n_context_features) or (n_context_features,)
-            The context of each draw (one row is used for every draw), for a
-            model fitted with one (then required).
+        context : array-like or DataFrame of shape (n_samples, n_context_features), or one row
+            The context of each draw; a single row (shape ``(n_context_features,)``
+            or ``(1, n_context_features)``, a pandas Series or a one-row DataFrame)
+            is used for every draw. For a model fitted with one (then required).
         return_y : bool, default=False
             Also return each sample's class label (models fitted with labels
             only), as :meth:`sklearn.mixture.GaussianMixture.sample` does.
@@ -938,8 +956,8 @@ class FlowDensity(DensityMixin, BaseEstimator):
             raise ValueError("return_y=True needs a model fitted with class labels (fit(X, y)).")
         if not (isinstance(n_samples, Integral) and n_samples >= 1):
             raise ValueError(f"n_samples must be a positive integer, got {n_samples!r}.")
-        if context is not None and np.ndim(context) == 1 and self.n_context_features_:
-            context = np.broadcast_to(np.asarray(context, dtype=np.float64), (n_samples, len(context)))
+        if context is not None and self.n_context_features_:
+            context = _one_context_per_draw(context, n_samples)
         context = self._scaled_context(context, n_samples, reset=False)
         rng = check_random_state(random_state)
         picked = self._pick_labels(n_samples, y, rng)
@@ -976,17 +994,16 @@ class FlowDensity(DensityMixin, BaseEstimator):
             raise ValueError(f"y holds labels not seen in fit; known classes are {self.classes_}.")
         return index
 
-    def _restore(self, X):
-        """Rows in the user's units back to the layout (and integer type) of the training data."""
+    def _restore(self, X, index=None):
+        """Rows in the user's units back to the layout (and integer type) of the training data: a
+        DataFrame with the training columns and dtypes (rows labelled by ``index``) when fitted on one."""
         if self.table_ is not None:
-            return self.table_.inverse_transform(X)
+            return self.table_.inverse_transform(X, index)
         if getattr(self, "n_bins", None) is not None:
             X = X.astype(np.int64)
         layout = self.layout_
         if layout is not None and layout.ndim != 2:
             return restore_layout(X, layout)
         if hasattr(self, "feature_names_in_"):
-            import pandas as pd
-
-            return pd.DataFrame(X, columns=self.feature_names_in_)
+            return self.frame_.inverse_transform(X, index)
         return X

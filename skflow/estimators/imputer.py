@@ -73,6 +73,7 @@ def posterior(density, A, draws=None, seed=0):
 
     def weighted(index, filled, log_p, log_q, weight=None):
         values = filled * scaler.scale_ + scaler.mean_
+        values[..., scaler.constant_] = scaler.mean_[scaler.constant_]  # a constant column stays constant
         values = np.where(np.isnan(A[index])[:, None, :], values, A[index][:, None, :])
         weight = softmax(log_p - log_q, axis=1) if weight is None else weight
         return index, values, weight, log_p + scaler.log_det_
@@ -192,6 +193,11 @@ class FlowImputer(TransformerMixin, BaseEstimator):
         self : object
         """
         estimator = self._template()
+        if not hasattr(estimator, "_log_prob"):
+            raise TypeError(
+                "FlowImputer draws missing cells from a skflow density's posterior: estimator must be a "
+                f"skflow tabular density (MAFDensity, NSFDensity, ...) or FlowMixture, got {type(estimator).__name__}."
+            )
         if "random_state" in estimator.get_params():
             seed = check_random_state(self.random_state).randint(np.iinfo(np.int32).max)
             estimator.set_params(random_state=int(seed))
@@ -220,6 +226,8 @@ class FlowImputer(TransformerMixin, BaseEstimator):
             missing = np.isnan(A[index])
             if mean:
                 value = np.einsum("nk,nkd->nd", weight, filled)
+                constant = base.standardizer_.constant_  # exactly its value, not a sum of weights times it
+                value[:, constant] = filled[:, 0, constant]
                 for j in np.flatnonzero(discrete):  # a category: the most probable one
                     codes = filled[:, :, j].astype(np.int64)
                     votes = np.zeros((len(index), codes.max() + 1))
@@ -248,7 +256,7 @@ class FlowImputer(TransformerMixin, BaseEstimator):
             A DataFrame (with the training columns and dtypes) when fitted on one.
         """
         _, (filled,) = self._draws(X, 1, self.random_state, mean=not self.sample_posterior)
-        return self._restore(filled)
+        return self._restore(filled, getattr(X, "index", None))
 
     def sample(self, X, n_samples=1, random_state=None):
         """``n_samples`` posterior draws of X's missing cells: completed copies for multiple imputation.
@@ -270,18 +278,13 @@ class FlowImputer(TransformerMixin, BaseEstimator):
         if not (isinstance(n_samples, Integral) and n_samples >= 1):
             raise ValueError(f"n_samples must be a positive integer, got {n_samples!r}.")
         _, draws = self._draws(X, n_samples, random_state, mean=False)
-        restored = [self._restore(draw) for draw in draws]
+        restored = [self._restore(draw, getattr(X, "index", None)) for draw in draws]
         return restored if hasattr(restored[0], "iloc") else np.stack(restored)
 
-    def _restore(self, A):
-        base = _scorer(self.estimator_)[0]
-        if base.table_ is not None:
-            return base.table_.inverse_transform(A)
-        if hasattr(self, "feature_names_in_"):
-            import pandas as pd
-
-            return pd.DataFrame(A, columns=self.feature_names_in_)
-        return A
+    def _restore(self, A, index=None):
+        """Filled rows in the layout of fit: a DataFrame (training columns and dtypes, X's index) when
+        fitted on one."""
+        return _scorer(self.estimator_)[0]._restore(A, index)
 
     def get_feature_names_out(self, input_features=None):
         """The input feature names (an imputer keeps its columns)."""

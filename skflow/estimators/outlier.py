@@ -188,10 +188,15 @@ class FlowOutlierDetector(OutlierMixin, BaseEstimator):
         one, overriding the estimator's (as in scikit-learn's ensembles).
         Fix it for reproducible results.
     n_jobs : int, default=None
-        Copies fitted in parallel by joblib (None: one at a time, -1: all
-        cores); under ``joblib.parallel_config(backend="dask")`` they run on a
-        dask cluster. Results agree up to floating-point rounding (workers may
-        run torch with a different number of threads).
+        None: the copies train as one stacked module when the density allows
+        it, else one at a time. An integer fits them in parallel by joblib
+        instead (-1: all cores); under
+        ``joblib.parallel_config(backend="dask")`` they run on a dask cluster.
+        Stacked copies draw their validation splits and batches differently
+        from copies fitted alone, so the two give different (equally valid)
+        copies; any integer gives the same copies as ``n_jobs=1`` up to
+        floating-point rounding (workers may run torch with a different
+        number of threads).
     verbose : int, default=0
         When > 0, set as ``verbose`` on every copy of an estimator that has
         that parameter (skflow's densities print their loss per epoch), so a
@@ -464,7 +469,9 @@ class FlowOutlierDetector(OutlierMixin, BaseEstimator):
         the ones before it, and the first column's term is its marginal. With another order the
         terms change, their sum does not. They exist for densities autoregressive in one order:
         fit the detector with ``MADEDensity(n_components=...)`` (or a one-layer ``MAFDensity`` /
-        ``NSFDensity``) to explain it; the default MAF of several layers raises a ``TypeError``.
+        ``NSFDensity``) to explain it; the default MAF of several layers raises a ``TypeError``, as
+        does a fit on rows with missing cells (its flow starts with a linear layer that mixes the
+        columns).
 
         Parameters
         ----------
@@ -473,19 +480,26 @@ class FlowOutlierDetector(OutlierMixin, BaseEstimator):
         Returns
         -------
         contributions : pandas.DataFrame of shape (n_samples, n_features + 1)
-            One column per feature (the training column names, else ``x0``, ``x1``, ...) and
+            One row per row of X (with X's index when X is a DataFrame), one column per feature
+            (the training column names, else ``x0``, ``x1``, ...) and
             ``tail_guard``, the tail guard's share (about -0.001 on a typical row); each row sums
             exactly to ``score_samples(X)``.
         """
         import pandas as pd
 
         check_is_fitted(self)
+        if not hasattr(self.estimator_, "log_conditionals"):
+            raise TypeError(
+                f"explain needs per-column terms, which {type(self.estimator_).__name__} does not give: fit "
+                "the detector with a skflow density autoregressive in one order, e.g. MADEDensity()."
+            )
+        index = getattr(X, "index", None)
         X, _ = _as_rows(X)
         X = self._validate(X, reset=False)
         terms = np.mean([member.log_conditionals(X) for member in self.estimators_], axis=0)
         names = getattr(self, "feature_names_in_", None)
         names = [f"x{j}" for j in range(terms.shape[1])] if names is None else list(names)
-        frame = pd.DataFrame(terms, columns=names)
+        frame = pd.DataFrame(terms, columns=names, index=index)
         frame["tail_guard"] = self._score(X) - terms.sum(axis=1)
         return frame
 

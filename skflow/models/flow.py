@@ -113,6 +113,12 @@ class Flow(FlowModel):
             list(self.transform.transforms) if hasattr(self.transform, "transforms") else [self.transform]
         )
         base_terms = getattr(self.base, "log_prob_terms", None)
+        if layers and isinstance(layers[0], LULinear):
+            raise TypeError(
+                "This flow starts with a learned linear layer that mixes the columns (a flow fitted on rows "
+                "with missing cells starts at their Gaussian through one), so its log-density has no "
+                "per-column split: fit on complete rows (e.g. after FlowImputer) for per-column terms."
+            )
         if len(layers) > 1 or base_terms is None or (layers and not hasattr(layers[0], "forward_terms")):
             raise TypeError(
                 "This flow has no per-feature chain-rule terms: it needs at most one autoregressive layer "
