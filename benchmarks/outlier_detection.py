@@ -33,6 +33,8 @@ SKFLOW = {  # name -> (MAFDensity parameters or None for the default detector, d
                          "batch_size": 256, "lr": 2e-3}, {}),
     # the README's choice for contaminated rows, at the default's fast settings, on both protocols
     "skflow-normal-b256": ({"base": "normal", "batch_size": 256, "lr": 2e-3}, {}),
+    # five stacked seeded copies of the normal-base flow (issue #19: both protocols)
+    "skflow-normal-ens5-b256": ({"base": "normal", "batch_size": 256, "lr": 2e-3}, {"n_estimators": 5}),
 }
 METHODS = [*SKFLOW, *peers.OUTLIER_PEERS]
 PROTOCOLS = ("semi-supervised", "unsupervised")
