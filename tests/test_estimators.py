@@ -127,7 +127,7 @@ def test_pandas_in_and_out(name, wine):
 
 
 @pytest.mark.parametrize("name", ALL)
-@pytest.mark.parametrize("scale", [1e-8, 1e8])
+@pytest.mark.parametrize("scale", [1e-13, 1e-8, 1e8])
 def test_scaling_x_by_c_shifts_log_density_by_minus_d_log_c(name, scale, wine):
     X = wine[:, :4]
     # One batch per epoch: over many steps Adam amplifies the float32 rounding of the standardised data.

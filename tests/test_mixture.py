@@ -272,7 +272,7 @@ def test_auto_stacks_only_where_it_can_and_an_explicit_stack_says_why():
     holes = X.copy()
     holes[::7, 1] = np.nan
     assert FlowMixture(small, n_estimators=2, random_state=0).fit(holes).stacked_ == []
-    weights = np.ones(len(X))
+    weights = np.r_[np.ones(60), np.full(len(X) - 60, 2.0)]
     assert FlowMixture(small, n_estimators=2, random_state=0).fit(X, sample_weight=weights).stacked_ == []
     explicit = FlowMixture(small, n_estimators=2, stack=[GaussianMixture(2)], random_state=0)
     assert len(explicit.fit(X[:20]).stacked_) == 1  # an explicit list has no size limit

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from skflow import FlowMixture, MAFDensity, NSFDensity
+from skflow import FlowMixture, MADEDensity, MAFDensity, NSFDensity
 from skflow.training import BatchIterator, NegativeLogLikelihood, TensorDataset
 
 SMALL = {"n_transforms": 1, "hidden_features": (8,), "max_epochs": 2, "random_state": 0}
@@ -119,3 +119,30 @@ def test_warm_start_continues_from_the_fitted_weights():
         model.fit(X[:, :2])
     with pytest.raises(ValueError, match="warm_start"):
         model.fit(X, np.zeros(len(X)))
+
+
+def test_weighted_class_prior_is_the_rows_repeated():
+    X, y = _rows(), np.arange(60) % 3
+    weight = np.where(y == 0, 5, 1)
+    weighted = MAFDensity(**SMALL).fit(X, y, sample_weight=weight)
+    repeated = MAFDensity(**SMALL).fit(np.repeat(X, weight, axis=0), np.repeat(y, weight))
+    np.testing.assert_allclose(weighted.class_prior_, repeated.class_prior_, rtol=1e-12)
+
+
+def test_rows_of_weight_zero_are_absent():
+    X = _rows()
+    weight = (np.arange(len(X)) % 10 == 0).astype(float)  # a tenth of the rows: most batches would weigh 0
+    small = dict(SMALL, batch_size=4)
+    weighted = MAFDensity(**small).fit(X, sample_weight=weight)
+    kept = MAFDensity(**small).fit(X[weight > 0])
+    np.testing.assert_allclose(weighted.score_samples(X), kept.score_samples(X), rtol=1e-4)
+    with pytest.raises(ValueError, match="at least 2 rows"):
+        MAFDensity(**SMALL).fit(X, sample_weight=np.r_[1.0, np.zeros(len(X) - 1)])
+
+
+def test_equal_weights_keep_the_mixture_stacked():
+    X = np.random.default_rng(0).normal(size=(120, 2))
+    make = lambda: FlowMixture(MADEDensity(hidden_features=(8,), max_epochs=3), n_estimators=2, random_state=0)
+    plain, ones = make().fit(X), make().fit(X, sample_weight=np.ones(len(X)))
+    assert len(plain.stacked_) == 2
+    np.testing.assert_array_equal(plain.weights_, ones.weights_)

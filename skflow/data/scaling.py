@@ -99,7 +99,9 @@ class Standardizer:
         continuous = ~self.discrete_
         mean, scale = _moments(X, sample_weight, axis=0)
         self.mean_ = np.where(continuous, mean, 0.0)
-        self.constant_ = ~(scale > 1e-12 * np.maximum(1.0, np.abs(self.mean_))) & continuous
+        # constant: no spread beyond rounding relative to the column's own magnitude (a relative test,
+        # so that a column of tiny values with a real spread is scaled like any other)
+        self.constant_ = ~(scale > 1e-12 * np.abs(self.mean_)) & continuous
         self.integer_ = _integer_columns(X) & ~self.constant_ & continuous
         point_mass = _mode_fractions(X, sample_weight) >= POINT_MASS_FRACTION
         self.point_mass_ = point_mass & ~self.constant_ & continuous

@@ -356,8 +356,9 @@ class FlowDensity(DensityMixin, BaseEstimator):
             check_levels(X, self.n_bins)
         return X
 
-    def _encode_labels(self, y, n_samples):
-        """One-hot context of the class labels ``y`` (sets ``classes_``, ``class_prior_``); None without y."""
+    def _encode_labels(self, y, n_samples, weight=None):
+        """One-hot context of the class labels ``y`` (sets ``classes_``, and ``class_prior_``, the classes'
+        shares of the rows weighted by ``weight``); None without y."""
         self.classes_ = self.class_prior_ = None
         if y is None:
             return None
@@ -371,7 +372,8 @@ class FlowDensity(DensityMixin, BaseEstimator):
                 f"y must hold class labels (the density is then fitted as p(x | y)); {error}"
             ) from None
         self.classes_, labels = np.unique(y, return_inverse=True)
-        self.class_prior_ = np.bincount(labels) / len(labels)
+        counts = np.bincount(labels, weights=weight, minlength=len(self.classes_))
+        self.class_prior_ = counts / counts.sum()
         return _one_hot(labels, len(self.classes_))
 
     def _scaled_context(self, context, n_samples, reset):
@@ -528,8 +530,9 @@ class FlowDensity(DensityMixin, BaseEstimator):
         sample_weight : array-like of shape (n_samples,), default=None
             Non-negative weights: the objective is the weighted mean
             log-likelihood (a weight of 2 counts a row twice, exactly, in the
-            scaling and in the loss of a batch that holds it), and validation
-            is weighted alike. None (or equal weights) is the plain fit.
+            scaling, the class prior and the loss of a batch that holds it),
+            and validation is weighted alike; a row of weight 0 is left out.
+            None (or equal weights) is the plain fit.
 
         Returns
         -------
@@ -565,12 +568,12 @@ class FlowDensity(DensityMixin, BaseEstimator):
         """
         self._check_params()
         X = self._validate(X, reset=reset)
+        weight = _check_weights(sample_weight, X)
         if reset:
-            labels = self._encode_labels(y, len(X))
+            labels = self._encode_labels(y, len(X), weight)
         else:
             labels = self._fitted_labels(y, len(X))
         context = self._model_context(labels, self._scaled_context(context, len(X), reset=reset))
-        weight = _check_weights(sample_weight, X)
         if reset:
             observed = (~np.isnan(X)).sum(axis=0)
             if np.any(observed < 2):
@@ -580,6 +583,11 @@ class FlowDensity(DensityMixin, BaseEstimator):
                 )
             self.standardizer_ = self._make_scaler().fit(X, sample_weight=weight)
         Z = self.standardizer_.transform(X)
+        if weight is not None and not np.all(weight > 0):  # a row of weight 0 is absent, as a frequency
+            kept = weight > 0
+            if kept.sum() < 2:
+                raise ValueError("sample_weight must be positive for at least 2 rows.")
+            Z, weight, context = Z[kept], weight[kept], None if context is None else context[kept]
         if reset:
             self.proposal_ = self._make_proposal().fit(Z) if self._missing else None
         return Z, context, weight

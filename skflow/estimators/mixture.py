@@ -46,8 +46,9 @@ def _stack_problem(member, y, sample_weight):
         return "stacking needs continuous rows (the estimator models discrete levels, n_bins)"
     if getattr(member, "table_", None) is not None or scaler.discrete_.any():
         return "stacking needs numeric columns only (a mixed table has categories)"
-    if y is not None or sample_weight is not None:
-        return "stacking is not available with class labels or sample_weight"
+    weighted = sample_weight is not None and np.ptp(np.asarray(sample_weight, dtype=np.float64)) > 0
+    if y is not None or weighted:  # equal weights are the plain fit (as for the copies)
+        return "stacking is not available with class labels or unequal sample_weight"
     if member.validation_fraction <= 0:
         return "stacking needs the copies' validation rows (validation_fraction > 0)"
     return None
