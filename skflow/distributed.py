@@ -54,7 +54,9 @@ def _shipped(estimator):
 
     With a distributed Client it is scattered (broadcast) to every worker once;
     otherwise it is a single delayed literal. Either way it is pickled once,
-    not once per block.
+    not once per block. The key is unique to this call (not a hash of the
+    estimator, which dask would take from its hyperparameters alone, giving two
+    fitted models with the same parameters one key).
     """
     import dask
 
@@ -62,7 +64,7 @@ def _shipped(estimator):
     if client is not None:
         future = client.scatter(estimator, broadcast=True, hash=False)
         return dask.delayed(future)
-    return dask.delayed(estimator, pure=True, traverse=False)
+    return dask.delayed(estimator, pure=False, traverse=False)
 
 
 def _output_dtype(estimator, method):
@@ -141,6 +143,11 @@ def score_blocks(estimator, X, method="score_samples"):
         raise ValueError(f"method must be one of {sorted(_METHODS)}, got {method!r}.")
     if not hasattr(estimator, method):
         raise AttributeError(f"{type(estimator).__name__} has no method {method!r}.")
+    if method == "predict" and getattr(estimator, "n_outputs_", 1) != 1:
+        raise ValueError(
+            f"score_blocks needs one value per row: this {type(estimator).__name__} predicts "
+            f"{estimator.n_outputs_} targets; call its predict on each block yourself."
+        )
     dtype = _output_dtype(estimator, method)
 
     if isinstance(X, dd.DataFrame):

@@ -131,6 +131,8 @@ def interval_score(estimator, X, y, coverage=0.9):
     >>> round(interval_score(Fixed(), np.zeros((3, 1)), [0.5, -0.1, 1.2]), 6)  # widths 1, misses 0.1, 0.2
     -3.0
     """
+    if not 0 < coverage < 1:
+        raise ValueError(f"coverage must lie strictly between 0 and 1, got {coverage!r}.")
     alpha = 1 - coverage
     if hasattr(estimator, "steps"):
         X = estimator[:-1].transform(X)

@@ -117,6 +117,19 @@ def test_score_blocks_without_client(data, density, monkeypatch):
         assert_allclose(lazy.compute(), density.score_samples(data), rtol=1e-10)
 
 
+def test_two_models_with_equal_parameters_keep_their_own_keys_without_client(data, monkeypatch):
+    import dask
+
+    monkeypatch.setattr(skd, "_active_client", lambda: None)
+    first = MAFDensity(n_transforms=1, **TINY).fit(data)
+    second = MAFDensity(n_transforms=1, **TINY).fit(data * 3 + 5)  # the same parameters, other data
+    blocks = da.from_array(data, chunks=(50, 2))
+    with dask.config.set(scheduler="sync"):
+        a, b = dask.compute(skd.score_blocks(first, blocks), skd.score_blocks(second, blocks))
+    assert_allclose(a, first.score_samples(data), rtol=1e-10)
+    assert_allclose(b, second.score_samples(data), rtol=1e-10)
+
+
 def test_score_blocks_dataframe_keeps_index(client, data):
     frame = pd.DataFrame(data, columns=["a", "b"], index=np.arange(200) * 10 + 7)
     fitted = MAFDensity(n_transforms=1, **TINY).fit(frame)

@@ -19,6 +19,7 @@ from scipy.stats import norm
 from sklearn.base import clone
 from sklearn.datasets import load_iris, load_wine
 from sklearn.exceptions import NotFittedError
+from sklearn.mixture import GaussianMixture
 from sklearn.model_selection import GridSearchCV
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import FunctionTransformer
@@ -591,6 +592,28 @@ def test_a_diverging_learning_rate_is_survived_or_reported(name, wine):
     else:
         assert np.all(np.isfinite(est.score_samples(wine)))
         assert np.all(np.isfinite(est.sample(50, random_state=0)))
+        # a survivor must have learnt: within a nat per column of the best independent Gaussian
+        gaussian = GaussianMixture(1, covariance_type="diag").fit(wine).score(wine)
+        assert est.score(wine) > gaussian - wine.shape[1]
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_a_diverged_fit_whose_loss_stays_finite_is_not_returned(name):
+    """At lr=1 these flows blow up to losses of 1e10 nats and more without overflowing; the tail
+    guard's floor would give such a model a plausible score: fit must refuse it, or have recovered."""
+    X = np.random.default_rng(0).normal(size=(200, 2))
+    try:
+        est = make(name, lr=1.0, max_epochs=15, random_state=0).fit(X)
+    except FloatingPointError as error:
+        assert "smaller `lr`" in str(error)
+    else:
+        assert est.score(X) > -2.84 - 2  # the standard normal's -2.84, less a nat per column
+
+
+def test_batch_norm_on_one_row_batches_uses_its_running_statistics():
+    X = np.random.default_rng(0).normal(size=(60, 2))
+    est = MAFDensity(batch_norm=True, batch_size=1, max_epochs=3, random_state=0).fit(X)
+    assert est.score(X) > -2.84 - 1  # one row has no variance: it used to collapse to the floor (-11)
 
 
 # ------------------------------------------------------ scoring in batches

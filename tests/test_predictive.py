@@ -220,6 +220,9 @@ def test_interval_score_of_the_central_90_percent_interval(fitted):
     assert interval_score(reg, X, y) == pytest.approx(-np.mean(reference))
     assert interval_score(reg, X, y) < -np.mean(upper - lower)  # some rows miss their interval
     assert interval_score(reg, X, y, coverage=0.5) != interval_score(reg, X, y)
+    for coverage in (0.0, 1.0, 1.5):
+        with pytest.raises(ValueError, match="coverage"):
+            interval_score(reg, X, y, coverage=coverage)
 
 
 def test_grid_search_with_the_new_scorers():

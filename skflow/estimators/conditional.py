@@ -56,7 +56,7 @@ class FlowRegressor(RegressorMixin, BaseEstimator):
         :class:`skflow.MAFDensity`, :class:`skflow.NSFDensity`,
         :class:`skflow.RealNVPDensity`, :class:`skflow.MADEDensity` or
         :class:`skflow.TarFlowDensity`, unfitted; its parameters tune in a
-        grid search as ``estimator__<name>``. None uses
+        grid search as ``estimator__<name>`` (pass one: None has none). None uses
         ``NSFDensity(n_transforms=2, hidden_features=(16, 16))`` (see Notes).
     n_estimators : int, default=5
         Number of flows fitted, each a clone of ``estimator`` with its own

@@ -156,9 +156,21 @@ def _with_tail_guard(log_flow, Z, weight=TAIL_WEIGHT):
     """
     if weight == 0:
         return log_flow
-    d = Z.shape[1]
-    log_wide = -0.5 * np.sum((Z / TAIL_SCALE) ** 2, axis=1) - d * np.log(TAIL_SCALE * np.sqrt(2 * np.pi))
-    return np.logaddexp(np.log1p(-weight) + log_flow, np.log(weight) + log_wide)
+    return np.logaddexp(np.log1p(-weight) + log_flow, np.log(weight) + _log_wide(Z))
+
+
+def _weighted_median(values, weight=None):
+    """The median of ``values``, each counted ``weight`` times (None: once)."""
+    if weight is None:
+        return float(np.median(values))
+    order = np.argsort(values)
+    cumulative = np.cumsum(weight[order])
+    return float(values[order][np.searchsorted(cumulative, 0.5 * cumulative[-1])])
+
+
+def _log_wide(Z):
+    """``log N(z; 0, s^2 I)`` per row, ``s = TAIL_SCALE``: the tail guard's wide Gaussian."""
+    return -0.5 * np.sum((Z / TAIL_SCALE) ** 2, axis=1) - Z.shape[1] * np.log(TAIL_SCALE * np.sqrt(2 * np.pi))
 
 
 #: Declares an estimator's hyperparameters as annotated class fields, once: the generated
@@ -557,7 +569,8 @@ class FlowDensity(DensityMixin, BaseEstimator):
         self.net_ = net
         self.history_ = net.history
         self.n_iter_ = len(net.history)
-        self._check_trained(Z[train[: self._check_rows]], _take(context, train[: self._check_rows]))
+        checked = train[: self._check_rows]
+        self._check_trained(Z[checked], _take(context, checked), _take(weight, checked))
         self._scoring_module()  # build the scoring copy now: predicting must not change the estimator
         return self
 
@@ -681,7 +694,7 @@ class FlowDensity(DensityMixin, BaseEstimator):
             # the shared history; n_iter_ is the epoch at which this member stopped
             member.history_, member.n_iter_ = net.history_, int(n_epochs)
             rows = train[: self._check_rows]
-            member._check_trained(Z[rows], _take(context, rows))
+            member._check_trained(Z[rows], _take(context, rows), _take(weight, rows))
             member._scoring_module()
             members.append(member)
         return members
@@ -702,12 +715,35 @@ class FlowDensity(DensityMixin, BaseEstimator):
             context = context.repeat_interleave(draws, dim=1)
         return x, context, weight, log_q.reshape(n_members, -1, draws)
 
-    def _check_trained(self, Z, context):
-        """Refuse to return a model that cannot score its own training data."""
+    def _check_trained(self, Z, context, weight=None):
+        """Refuse to return a model that cannot score its own training data: non-finite log-densities,
+        or a flow that, on the median complete training row, gives less density than the tail guard's
+        wide Gaussian, or more than 1 nat per column less than the standard normal (in standardised
+        units the best Gaussian with independent columns, and about where the flow starts). Either
+        means a fit that diverged while its loss stayed finite, which the guard's floor would hide.
+        With ``weight``, the median is that of the rows as the fit counts them."""
+        advice = "Try a smaller `lr`, a `weight_decay` nearer its default, or a smaller model."
         if not np.all(np.isfinite(self._log_prob(Z, context, n_draws=1, exact=False))):
             raise FloatingPointError(
-                "The fitted flow gives non-finite log-densities on its own training data. "
-                "Try a smaller `lr`, a larger `weight_decay` or a smaller model."
+                f"The fitted flow gives non-finite log-densities on its own training data. {advice}"
+            )
+        complete, columns = ~np.isnan(Z).any(axis=1), ~self.standardizer_.discrete_
+        if self._tail_weight == 0 or not complete.any() or not columns.any():
+            return
+        module, rows = self._module, Z[complete]
+        noise = scoring_noise(rows, 1)[0] if module.needs_noise else None
+        parts = lambda n, **batch: module.log_prob_parts(**batch)
+        _, flow = batched(parts, len(rows), self._inference_batch, self._device(), torch.float32, x=rows,
+                          context=_take(context, complete), noise=noise)
+        z = rows[:, columns]
+        guard = np.log(self._tail_weight) + _log_wide(z)
+        normal = -0.5 * np.sum(z**2, axis=1) - 0.5 * z.shape[1] * np.log(2 * np.pi)
+        median = lambda v: _weighted_median(v, None if weight is None else weight[complete])
+        if not np.all(np.isfinite(flow)) or min(median(flow - guard), median(flow - normal) + z.shape[1]) < 0:
+            raise FloatingPointError(
+                "Training diverged: the fitted flow gives its own training rows far less density than a "
+                f"standard normal does in its standardised units (median log-density {median(flow):.3g}, "
+                f"against {median(normal):.3g}). {advice}"
             )
 
     # -------------------------------------------------------------- scoring
@@ -826,7 +862,10 @@ class FlowDensity(DensityMixin, BaseEstimator):
             class labels, the marginal ``log sum_c pi_c p(x | c)``. Tabular
             densities are the flow's mixed with a wide Gaussian of weight
             0.001 (in standardised units, scale 3), which keeps unseen values
-            from getting absurdly low scores. For discrete values
+            from getting absurdly low scores; likewise each categorical column
+            of a mixed table keeps a share ``0.001 / (K + 1)`` of its
+            probability (``K`` categories) for a category not seen in fit, so
+            the seen combinations sum to slightly less than 1. For discrete values
             (``n_bins``) the importance-weighted lower bound of the
             log-probability. For a row with missing (NaN) cells (tabular
             densities), ``log p(observed cells)``, the scaling Jacobian of

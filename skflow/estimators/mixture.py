@@ -75,7 +75,8 @@ class FlowMixture(DensityMixin, BaseEstimator):
     estimator : skflow density, default=None
         The unfitted density to fit ``n_estimators`` times, e.g.
         :class:`skflow.MAFDensity` or :class:`skflow.NSFDensity`; its
-        parameters tune in a grid search as ``estimator__<name>``. None uses
+        parameters tune in a grid search as ``estimator__<name>`` (pass one:
+        None has none). None uses
         ``MAFDensity()``.
     n_estimators : int, default=5
         Number of seeded copies. Scoring and memory cost grow

@@ -152,7 +152,7 @@ class FlowOutlierDetector(OutlierMixin, BaseEstimator):
         log-densities, e.g. :class:`skflow.MAFDensity`. None uses
         ``MAFDensity(point_mass_noise=0.4, batch_size=256, lr=2e-3)`` (see
         Notes). Its parameters tune
-        in a grid search as ``estimator__<name>``.
+        in a grid search as ``estimator__<name>`` (pass one: None has none).
     n_estimators : int, default=1
         Number of independently seeded copies of ``estimator`` (trained as
         one stacked module when the density allows it). A row's score is the

@@ -110,8 +110,8 @@ class DivergenceGuard(Callback):
             raise FloatingPointError(
                 "Training diverged: the loss or its gradient was not finite in "
                 f"{self.restarts_} epochs, even after halving the learning rate each time. "
-                "Try a smaller `lr`, a larger `weight_decay`, fewer `n_transforms`, or check "
-                "X for extreme values or duplicated rows."
+                "Try a smaller `lr`, a `weight_decay` nearer its default (1e-5: too large a decay "
+                "also diverges), fewer `n_transforms`, or check X for extreme values or duplicated rows."
             )
         module_state, optimizer_state = self._snapshot
         net.module_.load_state_dict(module_state)

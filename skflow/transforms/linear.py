@@ -100,7 +100,8 @@ class BatchNorm(Transform):
 
     ``z = (x - m) / sqrt(v + eps) * exp(log_gamma) + beta``, with the batch's
     mean and variance in training mode and running averages in eval mode (where
-    it is a fixed affine bijection). Features lie along dimension 1; statistics
+    it is a fixed affine bijection), or in training on a batch of one value per
+    feature (which has no variance). Features lie along dimension 1; statistics
     are taken over every other dimension.
 
     Parameters
@@ -122,7 +123,7 @@ class BatchNorm(Transform):
         self.momentum, self.eps = momentum, eps
 
     def _statistics(self, x):
-        if not self.training:
+        if not self.training or x.numel() < 2 * x.shape[1]:  # one value per feature has no variance
             return self.running_mean, self.running_var
         dims = [0, *range(2, x.dim())]
         mean, var = x.mean(dim=dims), x.var(dim=dims, unbiased=False)
