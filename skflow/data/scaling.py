@@ -62,6 +62,23 @@ def _moments(X, weight, axis=None):
     return mean, np.sqrt(((X - mean) ** 2 * weight).sum(axis=axis) / total)
 
 
+def weighted_percentile(values, weight, q):
+    """``np.percentile(values, q)`` of the values each repeated ``weight`` times (fractional weights too).
+
+    Linear interpolation between the order statistics of the repeated values,
+    as ``np.percentile`` does; None weights give ``np.percentile`` itself.
+    """
+    if weight is None:
+        return np.percentile(values, q)
+    order = np.argsort(values, kind="stable")
+    order = order[weight[order] > 0]
+    values, cumulative = values[order], np.cumsum(weight[order])
+    position = max(q / 100.0 * (cumulative[-1] - 1.0), 0.0)
+    below = np.floor(position)
+    lo, hi = np.minimum(np.searchsorted(cumulative, [below, below + 1], side="right"), len(values) - 1)
+    return values[lo] + (position - below) * (values[hi] - values[lo])
+
+
 def _mode_fractions(X, weight=None):
     """(Weighted) fraction of a column's observed rows holding its most frequent value."""
     weight = np.ones(len(X)) if weight is None else weight

@@ -37,6 +37,7 @@ from skorch.helper import predefined_split
 from ..data import Standardizer, check_levels, restore_layout, scoring_noise, validate_layout
 from ..data.columns import TableEncoder, check_table, is_mixed_table
 from ..data.missing import GaussianProposal, check_missing_rows
+from ..data.scaling import weighted_percentile
 from ..models.distributions import CategoricalMADE
 from ..models.flow import DequantizedFlow, MixedFlow
 from ..training import (
@@ -157,15 +158,6 @@ def _with_tail_guard(log_flow, Z, weight=TAIL_WEIGHT):
     if weight == 0:
         return log_flow
     return np.logaddexp(np.log1p(-weight) + log_flow, np.log(weight) + _log_wide(Z))
-
-
-def _weighted_median(values, weight=None):
-    """The median of ``values``, each counted ``weight`` times (None: once)."""
-    if weight is None:
-        return float(np.median(values))
-    order = np.argsort(values)
-    cumulative = np.cumsum(weight[order])
-    return float(values[order][np.searchsorted(cumulative, 0.5 * cumulative[-1])])
 
 
 def _log_wide(Z):
@@ -738,7 +730,7 @@ class FlowDensity(DensityMixin, BaseEstimator):
         z = rows[:, columns]
         guard = np.log(self._tail_weight) + _log_wide(z)
         normal = -0.5 * np.sum(z**2, axis=1) - 0.5 * z.shape[1] * np.log(2 * np.pi)
-        median = lambda v: _weighted_median(v, None if weight is None else weight[complete])
+        median = lambda v: weighted_percentile(v, None if weight is None else weight[complete], 50.0)
         if not np.all(np.isfinite(flow)) or min(median(flow - guard), median(flow - normal) + z.shape[1]) < 0:
             raise FloatingPointError(
                 "Training diverged: the fitted flow gives its own training rows far less density than a "

@@ -23,6 +23,7 @@ from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from sklearn.utils.validation import _check_sample_weight, check_is_fitted, validate_data
 
 from ..data.columns import check_table, is_mixed_table
+from ..data.scaling import weighted_percentile as _weighted_percentile
 from .density import parameters
 from .ensemble import fit_members, member_seeds
 from .imputer import posterior
@@ -48,23 +49,6 @@ def _as_rows(X):
         return X, None
     X = np.asarray(X)
     return X.reshape(len(X), -1), X.shape[1:]
-
-
-def _weighted_percentile(values, weight, q):
-    """``np.percentile(values, q)`` of the values each repeated ``weight`` times (fractional weights too).
-
-    Linear interpolation between the order statistics of the repeated values,
-    as ``np.percentile`` does; None weights give ``np.percentile`` itself.
-    """
-    if weight is None:
-        return np.percentile(values, q)
-    order = np.argsort(values, kind="stable")
-    order = order[weight[order] > 0]
-    values, cumulative = values[order], np.cumsum(weight[order])
-    position = max(q / 100.0 * (cumulative[-1] - 1.0), 0.0)
-    below = np.floor(position)
-    lo, hi = np.minimum(np.searchsorted(cumulative, [below, below + 1], side="right"), len(values) - 1)
-    return values[lo] + (position - below) * (values[hi] - values[lo])
 
 
 def _compute_offset(scores, contamination, weight=None):
